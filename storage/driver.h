@@ -1,0 +1,104 @@
+/* The pool driver interface.  Included by qpool.h; do not include alone.
+ *
+ * A driver is a const table of callbacks found by name in qp_drivers[].  Its
+ * pool state embeds struct qp_pool first and is pool_size bytes long; the core
+ * allocates it zeroed, fills the base and calls pool_init.
+ *
+ * Every callback returns 0 or a negative errno with @err set.  Volume
+ * callbacks receive the volume with v->pool set to this driver's pool and,
+ * for snap_on_start volumes, v->src set to the resolved source volume (in the
+ * same pool).  Callbacks marked OPTIONAL may be NULL.
+ */
+#ifndef QPOOL_STORAGE_DRIVER_H
+#define QPOOL_STORAGE_DRIVER_H
+
+struct qp_driver {
+	const char *name;
+	/* Option names in the order `qvm-pool drivers` prints them. */
+	const char *const *params;
+	/* Options that must be given to `qvm-pool add`. */
+	const char *const *required;
+	size_t pool_size;
+
+	/* Parses p->config into the driver's fields.  Touches no disk. */
+	int (*pool_init)(struct qp_pool *p, struct qp_err *err);
+	/* OPTIONAL: frees what pool_init allocated (not the struct itself). */
+	void (*pool_release)(struct qp_pool *p);
+	/* Called once by `qvm-pool add`: checks and creates what the pool needs.
+	 * Options that are only for setup (setup_check) are removed from
+	 * p->config by the driver so they are not saved. */
+	int (*pool_setup)(struct qp_pool *p, struct qp_err *err);
+	/* OPTIONAL: online, offline or locked.  NULL means always online. */
+	int (*pool_state)(struct qp_pool *p, enum qp_pool_state *out, struct qp_err *err);
+	int (*pool_usage)(struct qp_pool *p, uint64_t *size, uint64_t *usage, struct qp_err *err);
+	/* OPTIONAL: extra sorted key=value rows for `qvm-pool info` (metadata...). */
+	int (*pool_usage_details)(struct qp_pool *p, struct qp_kvlist *out, struct qp_err *err);
+	/* Validates and applies one pool option for `qvm-pool set`. */
+	int (*pool_set)(struct qp_pool *p, const char *key, const char *val, struct qp_err *err);
+
+	/* Returns the vid a volume of @vm named @volume gets in this pool; *out owned. */
+	int (*vol_vid)(struct qp_pool *p, const struct qp_domain *vm, const char *volume,
+		       char **out, struct qp_err *err);
+	/* Creates the volume on disk (origins get an empty sparse image of v->size). */
+	int (*vol_create)(struct qp_volume *v, struct qp_err *err);
+	/* Deletes every trace of the volume: images, revisions, staging. */
+	int (*vol_remove)(struct qp_volume *v, struct qp_err *err);
+	/* Prepares the running copy; resumes a dirty one left by a crash; removes
+	 * incomplete files. */
+	int (*vol_start)(struct qp_volume *v, struct qp_err *err);
+	/* Commits (save_on_stop) or discards the running copy. */
+	int (*vol_stop)(struct qp_volume *v, struct qp_err *err);
+	/* Path to attach while started; *out owned. */
+	int (*vol_block_device)(struct qp_volume *v, char **out, struct qp_err *err);
+	/* Path of the committed content; *out owned. */
+	int (*vol_export)(struct qp_volume *v, char **out, struct qp_err *err);
+	int (*vol_is_dirty)(struct qp_volume *v, bool *out, struct qp_err *err);
+	int (*vol_is_outdated)(struct qp_volume *v, bool *out, struct qp_err *err);
+	int (*vol_verify)(struct qp_volume *v, struct qp_err *err);
+	int (*vol_usage)(struct qp_volume *v, uint64_t *size, uint64_t *usage, struct qp_err *err);
+	/* Revisions oldest first. */
+	int (*vol_revisions)(struct qp_volume *v, struct qp_revision **out, size_t *n,
+			     struct qp_err *err);
+	/* rev is never NULL here: the core picks the newest. */
+	int (*vol_revert)(struct qp_volume *v, const char *rev, struct qp_err *err);
+	/* Grows or shrinks (the core has already refused unforced shrinks). */
+	int (*vol_resize)(struct qp_volume *v, uint64_t size, struct qp_err *err);
+	/* Creates empty staging of @size bytes and returns its path; *out owned. */
+	int (*vol_import_begin)(struct qp_volume *v, uint64_t size, char **out, struct qp_err *err);
+	/* Commits the staging (the old content becomes a revision) or removes it. */
+	int (*vol_import_end)(struct qp_volume *v, bool ok, struct qp_err *err);
+	/* Replaces the content with @src's committed content (clone); src may be
+	 * in another pool of any driver. */
+	int (*vol_import_volume)(struct qp_volume *v, struct qp_volume *src, struct qp_err *err);
+	/* Called when a VM left started by an earlier boot is found: discard
+	 * running copies of volumes that are not saved on stop, keep dirty
+	 * origins for the next start to resume. */
+	int (*vol_recover)(struct qp_volume *v, struct qp_err *err);
+};
+
+extern const struct qp_driver *const qp_drivers[];
+const struct qp_driver *qp_driver_find(const char *name);
+
+/* Shared helpers for drivers (storage/util.c). */
+
+/* Runs argv (never through a shell); stdout captured into *out when out is
+ * non-NULL (owned by the caller); stderr captured into the error message. */
+int qp_run(char *const argv[], char **out, struct qp_err *err);
+/* fsync of the folder holding @path (or of @path when it is a folder). */
+int qp_fsync_dir(const char *path);
+/* Copies @src to @dst: FICLONE when possible, else a sparse copy (data
+ * extents only, found with SEEK_DATA/SEEK_HOLE).  @dst is created with
+ * O_EXCL; fsynced before returning.  *reflinked tells which was used. */
+int qp_copy_file(const char *src, const char *dst, bool *reflinked, struct qp_err *err);
+/* Makes a unique temporary name "<target>~<random>"; *out owned. */
+int qp_tmp_name(const char *target, char **out);
+/* rename + fsync of the folder. */
+int qp_rename(const char *from, const char *to, struct qp_err *err);
+/* unlink (ENOENT is success) + fsync of the folder. */
+int qp_unlink(const char *path, struct qp_err *err);
+/* mkdir -p with mode 0755. */
+int qp_mkdirs(const char *path, struct qp_err *err);
+/* asprintf that returns NULL on failure. */
+char *qp_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,19 @@
+/* The table of pool drivers, found by name. */
+#include "qpool.h"
+
+#include <string.h>
+
+extern const struct qp_driver qp_driver_reflink;
+
+const struct qp_driver *const qp_drivers[] = {
+	&qp_driver_reflink,
+	NULL,
+};
+
+const struct qp_driver *qp_driver_find(const char *name)
+{
+	for (size_t i = 0; qp_drivers[i]; i++)
+		if (name && !strcmp(qp_drivers[i]->name, name))
+			return qp_drivers[i];
+	return NULL;
+}
