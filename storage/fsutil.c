@@ -245,30 +245,38 @@ static char *parent_of(const char *path)
 	return strndup(path, (size_t)(slash - path));
 }
 
-int qp_fsync_dir(const char *path)
+static int fsync_folder(const char *dir)
 {
-	struct stat st;
-	char *dir = NULL;
-	int fd, ret = 0;
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
 
-	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-		dir = strdup(path);
-	} else {
-		dir = parent_of(path);
-	}
-	if (!dir)
-		return -ENOMEM;
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0) {
-		ret = -errno;
-		goto out;
-	}
+	if (fd < 0)
+		return -errno;
 	if (fsync(fd) < 0 && errno != EINVAL)
 		ret = -errno;
 	close(fd);
-out:
+	return ret;
+}
+
+/* fsync of the folder that holds the name @path (whatever @path is). */
+static int fsync_parent(const char *path)
+{
+	char *dir = parent_of(path);
+	int ret;
+
+	if (!dir)
+		return -ENOMEM;
+	ret = fsync_folder(dir);
 	free(dir);
 	return ret;
+}
+
+int qp_fsync_dir(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+		return fsync_folder(path);
+	return fsync_parent(path);
 }
 
 int qp_tmp_name(const char *target, char **out)
@@ -291,14 +299,25 @@ int qp_tmp_name(const char *target, char **out)
 	return 0;
 }
 
+/* Length of the folder part of @path, for comparing folders. */
+static size_t folder_len(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	return slash ? (size_t)(slash - path) : 0;
+}
+
 int qp_rename(const char *from, const char *to, struct qp_err *err)
 {
+	size_t fl = folder_len(from), tl = folder_len(to);
 	int ret;
 
 	if (rename(from, to) < 0)
 		return qp_err_set(err, -errno, "cannot rename '%s' to '%s': %s", from, to,
 				  ERRSTR(errno));
-	ret = qp_fsync_dir(to);
+	ret = fsync_parent(to);
+	if (ret == 0 && (fl != tl || strncmp(from, to, fl)))
+		ret = fsync_parent(from);
 	if (ret < 0)
 		return qp_err_set(err, ret, "cannot sync the folder of '%s': %s", to, ERRSTR(ret));
 	return 0;
@@ -313,7 +332,7 @@ int qp_unlink(const char *path, struct qp_err *err)
 			return 0;
 		return qp_err_set(err, -errno, "cannot remove '%s': %s", path, ERRSTR(errno));
 	}
-	ret = qp_fsync_dir(path);
+	ret = fsync_parent(path);
 	if (ret < 0)
 		return qp_err_set(err, ret, "cannot sync the folder of '%s': %s", path,
 				  ERRSTR(ret));

@@ -32,6 +32,16 @@ int qp_vol_ready(struct qp_volume *v, struct qp_err *err)
 		return qp_err_set(err, -ENODEV, "pool '%s' is offline", v->pool->name);
 	if (ps == QP_POOL_LOCKED)
 		return qp_err_set(err, -EACCES, "pool '%s' is locked", v->pool->name);
+	/* The committed image's size is authoritative: an import or resize that
+	 * crashed after its commit but before qubes.xml was saved is caught up
+	 * here (and written with the next save). */
+	if (v->save_on_stop && !qp_dom_started(v->vm)) {
+		uint64_t size, usage;
+		struct qp_err ignore;
+
+		if (v->pool->drv->vol_usage(v, &size, &usage, &ignore) == 0 && size)
+			v->size = size;
+	}
 	return 0;
 }
 

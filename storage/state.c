@@ -1486,7 +1486,10 @@ int qp_state_open(const char *root, unsigned flags, struct qp_state **out, struc
 			return ret;
 	}
 	st = state_alloc();
-	if (!st || !(st->root = strdup(root))) {
+	/* Pool paths are derived from the root: keep it absolute. */
+	if (st)
+		st->root = root[0] == '/' ? strdup(root) : realpath(root, NULL);
+	if (!st || !st->root) {
 		ret = qp_err_set(err, -ENOMEM, "out of memory");
 		goto out;
 	}

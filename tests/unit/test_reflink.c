@@ -29,6 +29,7 @@
 static char tmp[64];
 static char btrfs_mnt[128], ext4_mnt[128], full_mnt[128];
 static bool btrfs_up, ext4_up, full_up;
+static char self[4096];		/* this program, run again for the crash tests */
 
 struct env {
 	struct qp_pool *pool;
@@ -711,7 +712,7 @@ static int spawn_crash(const char *dir, const char *op, int k)
 	pid = fork();
 	if (pid == 0) {
 		setenv("QPOOL_CRASH_AFTER", num, 1);
-		execl("/proc/self/exe", "test_reflink", "--crash-child", dir, op, (char *)NULL);
+		execl(self, "test_reflink", "--crash-child", dir, op, (char *)NULL);
 		_exit(127);
 	}
 	if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status))
@@ -793,6 +794,8 @@ int main(int argc, char **argv)
 	if (argc == 4 && !strcmp(argv[1], "--crash-child"))
 		return crash_child(argv[2], argv[3]);
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (!realpath(argv[0], self))
+		snprintf(self, sizeof(self), "/proc/self/exe");
 	unsetenv("QPOOL_CRASH_AFTER");
 	if (geteuid() != 0) {
 		printf("skipped: test_reflink needs root for loop mounts\n");
