@@ -250,7 +250,10 @@ static int vol_prop(struct qp_volume *v, const char *prop, bool full, char *buf,
 	} else if (!strcmp(prop, "snap_on_start")) {
 		snprintf(buf, len, "%s", cli_bool(v->snap_on_start));
 	} else if (!strcmp(prop, "size")) {
-		snprintf(buf, len, "%" PRIu64, v->size);
+		/* The image's own size where it can be read (it is authoritative). */
+		if (qp_vol_usage(v, &size, &usage, err) < 0)
+			size = v->size;
+		snprintf(buf, len, "%" PRIu64, size);
 	} else if (!strcmp(prop, "usage")) {
 		r = qp_vol_usage(v, &size, &usage, err);
 		if (r < 0)

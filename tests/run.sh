@@ -140,7 +140,8 @@ if [ "$tier" != unit ]; then
 		fi
 		selected "$t" "$@" || continue
 		if [ -n "${QP_SH:-}" ]; then
-			run_one "$t" "$QP_SH" "./$t"
+			# shellcheck disable=SC2086 # QP_SH may be "busybox ash"
+			run_one "$t" $QP_SH "./$t"
 		else
 			run_one "$t" "./$t"
 		fi

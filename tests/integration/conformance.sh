@@ -7,8 +7,11 @@
 # start and import (through the QPOOL_CRASH_AFTER test hook).
 #
 # POSIX sh only, and only tools a small busybox has (dd, cmp, sha256sum or
-# md5sum, grep, sed, awk, head, od, wc, mkdir, rm, cat), so that it also
-# runs inside the device-mapper test VM.  It may be executed or sourced.
+# md5sum, grep, sed, awk, head, wc, cat, mkdir, mv, rm; find for the built-in
+# file-reflink stray check), so that it also runs inside the device-mapper
+# test VM.  It may be executed or sourced.  Volume paths may be files or
+# block devices; data goes through dd only.  Imported sizes are multiples of
+# 4 MiB, which LVM extents represent exactly.
 #
 # Environment:
 #   QPOOL           absolute path of the qpool binary
@@ -19,6 +22,7 @@
 #   CONF_LABEL      optional: names the run in result lines (default CONF_DRIVER)
 #   CONF_TMP        optional: scratch folder (default QPOOL_ROOT/conf-tmp)
 #   CONF_ONLY       optional: space-separated test names to run (default all)
+#   CONF_VERBOSE    optional: when non-empty, show the log of passed tests too
 #   CONF_CHECK_STRAY
 #                   optional: a shell function of that name (or a command in
 #                   the variable) that fails when the pool holds files or
@@ -433,18 +437,18 @@ conf_t_import_export() {
 	conf_vm $a TemplateVM
 	conf_vm $b TemplateVM
 	conf_rand img1 8
-	conf_rand img2 6
+	conf_rand img2 4
 	conf_rand img3 8
-	conf_zero zero6 6
+	conf_zero zero4 4
 
 	conf_ok volume import $a:private "$conf_t/img1"
 	conf_expect_info $a:private size $((8 * CONF_MiB))
 	conf_ok volume export $a:private "$conf_t/out1"
 	cmp "$conf_t/img1" "$conf_t/out1" || conf_die "export after import from a file differs"
 
-	conf_q volume import $b:private - --size $((6 * CONF_MiB)) <"$conf_t/img2" \
+	conf_q volume import $b:private - --size $((4 * CONF_MiB)) <"$conf_t/img2" \
 		>/dev/null 2>"$conf_t/err" || conf_die "import from stdin failed: $(cat "$conf_t/err")"
-	conf_expect_info $b:private size $((6 * CONF_MiB))
+	conf_expect_info $b:private size $((4 * CONF_MiB))
 	conf_ok volume export $b:private "$conf_t/out2"
 	cmp "$conf_t/img2" "$conf_t/out2" || conf_die "export after import from stdin differs"
 	conf_q volume export $b:private - >"$conf_t/out2s" 2>"$conf_t/err" ||
@@ -462,7 +466,7 @@ conf_t_import_export() {
 	# Export of a running volume gives the data from before its start.
 	conf_start $a
 	p=$(conf_dev $a private) || exit 1
-	conf_write "$p" 0 zero6
+	conf_write "$p" 0 zero4
 	conf_ok volume export $a:private "$conf_t/out3r"
 	cmp "$conf_t/img3" "$conf_t/out3r" || conf_die "export while running is not the committed data"
 	conf_stop $a
@@ -739,13 +743,14 @@ conf_t_crash_start_template() {
 conf_t_crash_import() {
 	t=ci-tpl
 	conf_vm $t TemplateVM
-	conf_rand old 6
+	conf_rand old 8
 	conf_ok volume import $t:private "$conf_t/old"
 	k=1
 	while :; do
 		[ $k -le 100 ] || conf_die "'volume import' still crashing at step 100"
-		# Alternate sizes, so the size must follow the content.
-		conf_rand new $((6 + 2 * (k % 2)))
+		# Alternate sizes, so the size must follow the content.  Sizes
+		# are multiples of 4 MiB, which every driver can represent exactly.
+		conf_rand new $((8 + 4 * (k % 2)))
 		conf_qc $k volume import $t:private "$conf_t/new" >/dev/null 2>"$conf_t/err.crash"
 		rc=$?
 		case $rc in
@@ -793,6 +798,7 @@ conf_run() {
 	: >"$conf_t/vms"
 	if ("$2") >"$conf_t/log" 2>&1; then
 		echo "PASS: conformance/$conf_label/$1"
+		[ -z "${CONF_VERBOSE:-}" ] || sed 's/^/  # /' "$conf_t/log"
 		conf_npass=$((conf_npass + 1))
 		# Remove the test's VMs, newest first; keep them when it failed.
 		for conf_vm in $(awk '{ l[NR] = $0 } END { for (i = NR; i > 0; i--) print l[i] }' \

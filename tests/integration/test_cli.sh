@@ -28,6 +28,7 @@ fails_with() {
 	_pat=$2
 	shift 2
 	qp_run "$@"
+	[ -z "${QP_SHOW:-}" ] || printf '  %s -> %s %s\n' "$*" "$QP_RC" "$QP_STDERR" >&2
 	assert_eq "$QP_RC" "$_st" "exit status of '$*' (stderr: $QP_STDERR)"
 	printf '%s\n' "$QP_STDERR" | grep -Eq "^qpool: .*($_pat)" ||
 		_qp_failed "stderr of '$*' has no 'qpool: ' line matching /$_pat/: $QP_STDERR"
