@@ -79,7 +79,7 @@ struct qp_driver {
 extern const struct qp_driver *const qp_drivers[];
 const struct qp_driver *qp_driver_find(const char *name);
 
-/* Shared helpers for drivers (storage/util.c). */
+/* Shared helpers for drivers (storage/fsutil.c). */
 
 /* Runs argv (never through a shell); stdout captured into *out when out is
  * non-NULL (owned by the caller); stderr captured into the error message. */
@@ -90,6 +90,15 @@ int qp_fsync_dir(const char *path);
  * extents only, found with SEEK_DATA/SEEK_HOLE).  @dst is created with
  * O_EXCL; fsynced before returning.  *reflinked tells which was used. */
 int qp_copy_file(const char *src, const char *dst, bool *reflinked, struct qp_err *err);
+/* Variants of qp_rename, qp_unlink and qp_copy_file with flags.  QP_FS_NOSYNC
+ * skips every fsync: for files that a crash makes worthless anyway (running
+ * copies, which recovery discards or rebuilds), durability costs time and
+ * buys nothing; atomicity of the rename is kept. */
+enum { QP_FS_NOSYNC = 1 << 0 };
+int qp_rename_f(const char *from, const char *to, unsigned flags, struct qp_err *err);
+int qp_unlink_f(const char *path, unsigned flags, struct qp_err *err);
+int qp_copy_file_f(const char *src, const char *dst, bool *reflinked, unsigned flags,
+		   struct qp_err *err);
 /* Makes a unique temporary name "<target>~<random>"; *out owned. */
 int qp_tmp_name(const char *target, char **out);
 /* rename + fsync of the folder. */

@@ -309,12 +309,21 @@ static size_t folder_len(const char *path)
 
 int qp_rename(const char *from, const char *to, struct qp_err *err)
 {
+	return qp_rename_f(from, to, 0, err);
+}
+
+int qp_rename_f(const char *from, const char *to, unsigned flags, struct qp_err *err)
+{
 	size_t fl = folder_len(from), tl = folder_len(to);
 	int ret;
 
+	if (flags & ~QP_FS_NOSYNC)
+		return qp_err_set(err, -EINVAL, "unknown flags");
 	if (rename(from, to) < 0)
 		return qp_err_set(err, -errno, "cannot rename '%s' to '%s': %s", from, to,
 				  ERRSTR(errno));
+	if (flags & QP_FS_NOSYNC)
+		return 0;
 	ret = fsync_parent(to);
 	if (ret == 0 && (fl != tl || strncmp(from, to, fl)))
 		ret = fsync_parent(from);
@@ -325,13 +334,22 @@ int qp_rename(const char *from, const char *to, struct qp_err *err)
 
 int qp_unlink(const char *path, struct qp_err *err)
 {
+	return qp_unlink_f(path, 0, err);
+}
+
+int qp_unlink_f(const char *path, unsigned flags, struct qp_err *err)
+{
 	int ret;
 
+	if (flags & ~QP_FS_NOSYNC)
+		return qp_err_set(err, -EINVAL, "unknown flags");
 	if (unlink(path) < 0) {
 		if (errno == ENOENT)
 			return 0;
 		return qp_err_set(err, -errno, "cannot remove '%s': %s", path, ERRSTR(errno));
 	}
+	if (flags & QP_FS_NOSYNC)
+		return 0;
 	ret = fsync_parent(path);
 	if (ret < 0)
 		return qp_err_set(err, ret, "cannot sync the folder of '%s': %s", path,
@@ -481,11 +499,19 @@ static int src_size(int fd, const struct stat *st, off_t *size)
 
 int qp_copy_file(const char *src, const char *dst, bool *reflinked, struct qp_err *err)
 {
+	return qp_copy_file_f(src, dst, reflinked, 0, err);
+}
+
+int qp_copy_file_f(const char *src, const char *dst, bool *reflinked, unsigned flags,
+		   struct qp_err *err)
+{
 	int in = -1, out = -1, ret;
 	bool created = false, cloned = false;
 	struct stat st;
 	off_t size = 0;
 
+	if (flags & ~QP_FS_NOSYNC)
+		return qp_err_set(err, -EINVAL, "unknown flags");
 	if (reflinked)
 		*reflinked = false;
 	in = open(src, O_RDONLY | O_CLOEXEC);
@@ -525,7 +551,7 @@ int qp_copy_file(const char *src, const char *dst, bool *reflinked, struct qp_er
 			goto copy_err;
 		}
 	}
-	if (fsync(out) < 0) {
+	if (!(flags & QP_FS_NOSYNC) && fsync(out) < 0) {
 		ret = -errno;
 		goto copy_err;
 	}

@@ -193,7 +193,7 @@ struct qp_pool *qp_default_pool(const struct qp_state *st);
 /* Resolves every volume's pool and source after load or change. */
 void qp_state_link(struct qp_state *st);
 
-/* Allocation and linking (storage/state.c).  Objects added to a state are
+/* Allocation and linking (storage/objects.c).  Objects added to a state are
  * owned by it and freed by qp_state_free. */
 /* Builds a pool of @driver from @config (options without name/driver; copied)
  * and runs the driver's pool_init.  Not added to st. */
