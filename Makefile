@@ -3,7 +3,7 @@
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 CC ?= cc
-PKGS := libxml-2.0
+PKGS := libxml-2.0 openssl zlib libzstd
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -MMD -MP \
 	  -I. -Istorage $(shell pkg-config --cflags $(PKGS))
@@ -16,12 +16,14 @@ LDFLAGS += $(SANFLAGS)
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite
 
-LIB_SRC := $(wildcard storage/*.c) $(wildcard drivers/*/*.c)
+LIB_SRC := $(wildcard storage/*.c) $(wildcard drivers/*/*.c) $(wildcard backup/*.c)
 CLI_SRC := $(wildcard cli/*.c)
 LIB_OBJ := $(LIB_SRC:.c=.o)
 CLI_OBJ := $(CLI_SRC:.c=.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:.c=)
+TOOL_SRC := $(wildcard tests/tools/*.c)
+TOOL_BIN := $(TOOL_SRC:.c=)
 ALIASES := qvm-pool qvm-volume
 
 all: qpool
@@ -29,7 +31,7 @@ all: qpool
 BUILD_FLAGS := $(CC) $(CFLAGS) $(LDFLAGS) $(LDLIBS)
 .build-flags: FORCE
 	@echo '$(BUILD_FLAGS)' | cmp -s - $@ || echo '$(BUILD_FLAGS)' >$@
-$(LIB_OBJ) $(CLI_OBJ) $(UNIT_BIN): .build-flags
+$(LIB_OBJ) $(CLI_OBJ) $(UNIT_BIN) $(TOOL_BIN): .build-flags
 
 qpool: $(CLI_OBJ) libqpool.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) libqpool.a $(LDLIBS)
@@ -40,10 +42,40 @@ libqpool.a: $(LIB_OBJ)
 tests/unit/test_%: tests/unit/test_%.c tests/unit/harness.h libqpool.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< libqpool.a $(LDLIBS)
 
+# Small programs that integration tests drive (e.g. bk_scrypt_tool).
+tests/tools/%: tests/tools/%.c libqpool.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< libqpool.a $(LDLIBS)
+
+# libFuzzer targets, built with clang and ASan/UBSan straight from the
+# sources they test; each runs FUZZ_SECONDS from its seeds, and keeps what
+# it finds in tests/fuzz/corpus/<target>/.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_BIN := $(patsubst %.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_LIB := backup/bk_secure.c backup/bk_scrypt.c backup/bk_header.c backup/bk_tar.c \
+	backup/bk_compress.c storage/common.c
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
+	       -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I. -Istorage
+tests/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB) $(wildcard backup/bk_*.h) storage/qpool.h
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(shell pkg-config --cflags openssl zlib libzstd) -o $@ $< $(FUZZ_LIB) \
+		$(shell pkg-config --libs openssl zlib libzstd)
+
+fuzz: $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do \
+		t=$${f#tests/fuzz/}; mkdir -p tests/fuzz/corpus/$$t tests/fuzz/seeds/$$t; \
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+		./$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=tests/fuzz/corpus/$$t- \
+			tests/fuzz/corpus/$$t tests/fuzz/seeds/$$t 2>tests/fuzz/corpus/$$t.log || \
+			{ tail -n 40 tests/fuzz/corpus/$$t.log; exit 1; }; \
+		grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)' \
+			tests/fuzz/corpus/$$t.log; \
+	done
+
 deps:
 	./scripts/install-deps.sh
 
-build-tests: $(UNIT_BIN)
+build-tests: $(UNIT_BIN) $(TOOL_BIN)
 
 unit: all build-tests
 	./tests/run.sh unit
@@ -79,8 +111,8 @@ install: qpool
 	for a in $(ALIASES); do ln -sf qpool $(DESTDIR)$(BINDIR)/$$a; done
 
 clean:
-	rm -f qpool libqpool.a .build-flags $(LIB_OBJ) $(CLI_OBJ) $(UNIT_BIN) \
+	rm -f qpool libqpool.a .build-flags $(LIB_OBJ) $(CLI_OBJ) $(UNIT_BIN) $(TOOL_BIN) $(FUZZ_BIN) \
 		$(shell find . -name '*.d')
 
-.PHONY: all check check-asan check-valgrind unit build-tests demo bench install clean deps FORCE
+.PHONY: all check check-asan check-valgrind unit build-tests demo bench install clean deps fuzz FORCE
 -include $(shell find . -name '*.d' 2>/dev/null)

@@ -279,7 +279,8 @@ static const struct cli_cmd vm_cmds[] = {
 	  "\nCommits the volumes saved on stop and discards the others.  A volume that\n"
 	  "fails to stop leaves the VM marked running, so that stopping again finishes.\n"
 	  "\noptions:\n"
-	  "  -f, --force  force the stop\n"
+	  "  -f, --force  stop even if a volume is still in use (qpool has no in-use\n"
+	  "               check yet, so today this changes nothing)\n"
 	  "  -h, --help   show this help and exit\n" },
 	{ "remove", { "rm", NULL }, vm_remove, "NAME", "remove a halted VM and its volumes",
 	  "\nRefused while the VM runs or while other VMs use it as their template.\n" HELP_ONLY },

@@ -14,7 +14,8 @@ BUILD_PKGS="build-essential pkg-config libxml2-dev libssl-dev zlib1g-dev libzstd
 # Tests and demo: real filesystems on loop devices, FUSE, valgrind.
 TEST_PKGS="fuse3 btrfs-progs xfsprogs e2fsprogs util-linux valgrind"
 # Later tiers add theirs here (qemu, lvm2, scrypt...).
-EXTRA_PKGS=""
+# Backups: the scrypt tool for interop tests, clang for the libFuzzer targets.
+EXTRA_PKGS="scrypt clang"
 
 PKGS="$BUILD_PKGS $TEST_PKGS $EXTRA_PKGS $*"
 
