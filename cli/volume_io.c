@@ -224,6 +224,7 @@ static int export_to(const char *src, const char *dst)
 	bool to_stdout = !dst || !strcmp(dst, "-"), seek;
 	int in = -1, out = STDOUT_FILENO, r, ret = CLI_FAIL;
 	struct stat s, o;
+	uint64_t size = 0;
 
 	if (to_stdout && isatty(STDOUT_FILENO))
 		return cli_error("refusing to write binary data to a terminal; give PATH or redirect");
@@ -243,7 +244,10 @@ static int export_to(const char *src, const char *dst)
 	 * start (a PATH, or a `>` redirection). */
 	seek = fstat(out, &o) == 0 && S_ISREG(o.st_mode) && !(fcntl(out, F_GETFL) & O_APPEND) &&
 	       lseek(out, 0, SEEK_CUR) == 0 && ftruncate(out, 0) == 0;
-	r = copy_sparse(in, out, s.st_size, seek);
+	/* a block device (an LVM volume) has no st_size: ask for its size */
+	r = input_size(in, &size);
+	if (r == 0)
+		r = copy_sparse(in, out, (off_t)size, seek);
 	if (r == 0 && !to_stdout && fsync(out) < 0)
 		r = -errno;
 	if (r < 0) {

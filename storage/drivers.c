@@ -4,9 +4,11 @@
 #include <string.h>
 
 extern const struct qp_driver qp_driver_reflink;
+extern const struct qp_driver qp_driver_lvmthin;
 
 const struct qp_driver *const qp_drivers[] = {
 	&qp_driver_reflink,
+	&qp_driver_lvmthin,
 	NULL,
 };
 

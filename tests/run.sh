@@ -11,7 +11,7 @@
 #	QPOOL		the binary under test (default: ./qpool at the top)
 #	QP_UNIT_WRAPPER	command put before each unit test (e.g. valgrind ...)
 #	QP_SH		shell to run integration scripts with (default: their #!)
-#	QP_TEST_TIMEOUT	seconds one program may run (default 1200)
+#	QP_TEST_TIMEOUT	seconds one program may run (default 1800)
 #
 # Counting: a program's "N passed, N failed[, N skipped]" lines are added up
 # when it prints any; otherwise its "PASS: ", "FAIL: " and "SKIP: " lines are
@@ -61,7 +61,7 @@ selected() {
 }
 
 if command -v timeout >/dev/null 2>&1; then
-	TIMEOUT="timeout ${QP_TEST_TIMEOUT:-1200}"
+	TIMEOUT="timeout ${QP_TEST_TIMEOUT:-1800}"
 else
 	TIMEOUT=
 fi

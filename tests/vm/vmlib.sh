@@ -1,0 +1,68 @@
+# Helpers for guest scripts of qpool's test VM (busybox sh).  Source it:
+#	. /tests/vm/vmlib.sh
+#
+# vm_pass NAME / vm_fail NAME [WHY] / vm_skip NAME WHY: result lines the host
+#	side counts ("PASS: NAME"...); vm_fail makes vm_status return 1.
+# vm_step NAME CMD...: runs CMD (output kept in $VM_LOG, shown on failure)
+#	and prints PASS or FAIL for NAME.
+# vm_host CMD: asks the host to send CMD to the qemu monitor (the host reads
+#	the console live); returns at once, without waiting for an effect.
+# vm_disk_dev N: the device of disk N (0 -> /dev/vda, 1 -> /dev/vdb...).
+# vm_unplug N [SECONDS]: removes disk N (qemu id diskN) at run time and waits
+#	(default 30 s) for its device to vanish; returns 1 if it stays.
+# vm_status: 0 when no vm_fail was printed.
+
+VM_NFAIL=0
+VM_LOG=${TEST_TMP:-/tmp}/vm-step.log
+
+vm_pass() {
+	echo "PASS: $1"
+}
+
+vm_fail() {
+	VM_NFAIL=$((VM_NFAIL + 1))
+	echo "FAIL: $1"
+	[ -z "${2:-}" ] || echo "  # $2"
+}
+
+vm_skip() {
+	echo "SKIP: $1 $2"
+}
+
+vm_step() {
+	_vm_n=$1
+	shift
+	if "$@" >"$VM_LOG" 2>&1; then
+		vm_pass "$_vm_n"
+		return 0
+	fi
+	_vm_rc=$?
+	vm_fail "$_vm_n" "'$*' exited $_vm_rc"
+	sed 's/^/  # /' "$VM_LOG" | tail -n 30
+	return 1
+}
+
+vm_host() {
+	echo "### HOST: $*"
+}
+
+vm_disk_dev() {
+	set -- "$1" a b c d e f g h i j k l m n o p
+	shift $(($1 + 1))
+	echo "/dev/vd$1"
+}
+
+vm_unplug() {
+	_vm_d=$(vm_disk_dev "$1")
+	_vm_t=$((${2:-30} * 10))
+	vm_host "device_del disk$1"
+	while [ -b "$_vm_d" ] && [ "$_vm_t" -gt 0 ]; do
+		sleep 0.1
+		_vm_t=$((_vm_t - 1))
+	done
+	[ ! -b "$_vm_d" ]
+}
+
+vm_status() {
+	[ "$VM_NFAIL" = 0 ]
+}
