@@ -36,6 +36,7 @@ static int vm_create(const struct cli_ctx *ctx, const struct cli_cmd *cmd, int a
 		{ "template", required_argument, NULL, 't' },
 		{ "label", required_argument, NULL, 'l' },
 		{ "pool", required_argument, NULL, 'P' },
+		{ "owner", required_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -47,7 +48,7 @@ static int vm_create(const struct cli_ctx *ctx, const struct cli_cmd *cmd, int a
 
 	if (cli_parse_init(&p, argc, argv) < 0)
 		return cli_error("out of memory");
-	while ((c = cli_parse_next(&p, ctx, cmd, "C:t:l:P:h", lo)) != -1) {
+	while ((c = cli_parse_next(&p, ctx, cmd, "C:t:l:P:o:h", lo)) != -1) {
 		switch (c) {
 		case 'C':
 			if (qp_class_parse(optarg, &spec.cls) < 0 || spec.cls == QP_ADMINVM) {
@@ -64,6 +65,9 @@ static int vm_create(const struct cli_ctx *ctx, const struct cli_cmd *cmd, int a
 			break;
 		case 'P':
 			spec.pool = optarg;
+			break;
+		case 'o':
+			spec.owner = optarg;
 			break;
 		case 'h':
 			ret = cli_help(ctx, cmd);
@@ -90,6 +94,41 @@ static int vm_create(const struct cli_ctx *ctx, const struct cli_cmd *cmd, int a
 	if (ret)
 		goto out;
 	if (qp_vm_create(st, &spec, &err) < 0)
+		ret = cli_fail(&err);
+	else
+		ret = CLI_OK;
+out:
+	qp_state_free(st);
+	cli_parse_release(&p);
+	return ret;
+}
+
+static int vm_set_owner(const struct cli_ctx *ctx, const struct cli_cmd *cmd, int argc,
+			char **argv)
+{
+	struct qp_err err = { 0 };
+	struct qp_state *st = NULL;
+	struct cli_parse p;
+	int c, ret;
+
+	if (cli_parse_init(&p, argc, argv) < 0)
+		return cli_error("out of memory");
+	while ((c = cli_parse_next(&p, ctx, cmd, "h", help_only)) != -1) {
+		ret = c == 'h' ? cli_help(ctx, cmd) : CLI_USAGE;
+		goto out;
+	}
+	if (p.npos != 2) {
+		ret = cli_usage(ctx, cmd, p.npos > 2 ? "too many arguments" : "missing NAME or OWNER");
+		goto out;
+	}
+	if (!qp_name_valid(p.pos[0])) {
+		ret = cli_error("invalid VM name '%s'", p.pos[0]);
+		goto out;
+	}
+	ret = cli_state_open(ctx, true, &st);
+	if (ret)
+		goto out;
+	if (qp_vm_set_owner(st, p.pos[0], p.pos[1], &err) < 0)
 		ret = cli_fail(&err);
 	else
 		ret = CLI_OK;
@@ -260,7 +299,7 @@ out:
 
 static const struct cli_cmd vm_cmds[] = {
 	{ "create", { NULL }, vm_create,
-	  "[--class CLASS] [--template TEMPLATE] [--label LABEL] [-P POOL] NAME",
+	  "[--class CLASS] [--template TEMPLATE] [--label LABEL] [-P POOL] [--owner UID[:GID]] NAME",
 	  "create a VM and its volumes",
 	  "\nCreates VM NAME with the volumes of its class: a TemplateVM or StandaloneVM\n"
 	  "gets its own root and private, an AppVM a snapshot of its template's root and its\n"
@@ -271,7 +310,14 @@ static const struct cli_cmd vm_cmds[] = {
 	  "  --template TEMPLATE  template VM (required for AppVM and DispVM)\n"
 	  "  --label LABEL        label colour (default red, black for templates)\n"
 	  "  -P, --pool POOL      pool of the new volumes (default: the default pool)\n"
+	  "  --owner UID[:GID]    owner of the VM's files under qpoold (default: root;\n"
+	  "                       GID defaults to UID's primary group)\n"
 	  "  -h, --help           show this help and exit\n" },
+	{ "set-owner", { NULL }, vm_set_owner, "NAME UID[:GID]|none",
+	  "set or clear the owner of a VM's files",
+	  "\nSets the owner of VM NAME's folder and volume files in qpoold's tree (mode\n"
+	  "0700, files 0600 or 0400), or with 'none' gives them back to root.  The change\n"
+	  "shows in a running qpoold at once.\n" HELP_ONLY },
 	{ "start", { NULL }, vm_start, "NAME", "start a VM's volumes",
 	  "\nPrepares every volume of VM NAME and prints one line per volume:\n"
 	  "VOLUME PATH rw|ro, the path to attach.\n" HELP_ONLY },
@@ -279,8 +325,8 @@ static const struct cli_cmd vm_cmds[] = {
 	  "\nCommits the volumes saved on stop and discards the others.  A volume that\n"
 	  "fails to stop leaves the VM marked running, so that stopping again finishes.\n"
 	  "\noptions:\n"
-	  "  -f, --force  stop even if a volume is still in use (qpool has no in-use\n"
-	  "               check yet, so today this changes nothing)\n"
+	  "  -f, --force  stop even if a volume file is open through qpoold (without it,\n"
+	  "               the stop is refused with \"volume 'VM:VOL' is in use\")\n"
 	  "  -h, --help   show this help and exit\n" },
 	{ "remove", { "rm", NULL }, vm_remove, "NAME", "remove a halted VM and its volumes",
 	  "\nRefused while the VM runs or while other VMs use it as their template.\n" HELP_ONLY },

@@ -389,6 +389,8 @@ int qp_vm_create(struct qp_state *st, const struct qp_vm_spec *spec, struct qp_e
 	d->qid = qp_state_next_qid(st);
 	d->st = st;
 	r = set_create_props(st, d, spec, tpl, err);
+	if (r == 0 && spec->owner)
+		r = qp_dom_set_owner(d, spec->owner, err);
 	if (r == 0)
 		r = add_default_volumes(d, pool, tpl, err);
 	for (size_t i = 0; r == 0 && i < d->n_vols; i++)
@@ -598,6 +600,18 @@ int qp_vm_stop(struct qp_state *st, const char *name, unsigned flags, struct qp_
 		return qp_err_set(err, -EINVAL, "VM '%s' is not running", name);
 	for (size_t i = 0; i < d->n_vols; i++) {
 		r = qp_vol_ready(d->vols[i], err);
+		if (r < 0)
+			return qp_err_prefix(err, "cannot stop VM '%s'", name);
+	}
+	/* A volume held open (through qpoold) would be committed or discarded
+	 * under its reader's feet: refused unless forced. */
+	for (size_t i = 0; !(flags & QP_STOP_FORCE) && i < d->n_vols; i++) {
+		bool busy;
+
+		r = qp_vol_in_use(d->vols[i], &busy, err);
+		if (r == 0 && busy)
+			r = qp_err_set(err, -EBUSY, "volume '%s:%s' is in use", name,
+				       d->vols[i]->name);
 		if (r < 0)
 			return qp_err_prefix(err, "cannot stop VM '%s'", name);
 	}

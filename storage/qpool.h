@@ -230,6 +230,7 @@ struct qp_vm_spec {
 	const char *template_name;	/* AppVM, DispVM */
 	const char *label;		/* NULL: red for AppVM/DispVM, black for templates */
 	const char *pool;		/* NULL: the default pool */
+	const char *owner;		/* "UID[:GID]" (see qp_owner_parse), or NULL */
 };
 int qp_vm_create(struct qp_state *st, const struct qp_vm_spec *spec, struct qp_err *err);
 /* Refused while started, or while other VMs use it as template. */
@@ -276,6 +277,34 @@ int qp_vol_config(struct qp_state *st, struct qp_volume *v, const char *prop, co
 /* Path of the committed content for readers (backup, qpoold); NULL-free.
  * *path owned by the caller.  Not available for volatile volumes. */
 int qp_vol_export(struct qp_volume *v, char **path, struct qp_err *err);
+
+/* ---- VM owners (storage/owner.c) --------------------------------------- */
+
+/* The owner of a VM's files under qpoold is kept as the domain feature
+ * QP_FEATURE_OWNER = "UID:GID"; without it, the files belong to root. */
+#define QP_FEATURE_OWNER "qpool-owner"
+/* Parses "UID[:GID]"; without GID, the primary group of UID in the passwd
+ * database, else GID = UID.  Returns 0 or -EINVAL. */
+int qp_owner_parse(const char *s, uid_t *uid, gid_t *gid, struct qp_err *err);
+/* Reads the owner feature of @d: *has is false when the VM has none.
+ * Returns 0, or -EINVAL when the stored value is malformed. */
+int qp_dom_owner(const struct qp_domain *d, bool *has, uid_t *uid, gid_t *gid,
+		 struct qp_err *err);
+/* Sets the owner feature of @d from "UID[:GID]" (stored as "UID:GID"), or
+ * removes it when @owner is NULL or "none".  Does not save. */
+int qp_dom_set_owner(struct qp_domain *d, const char *owner, struct qp_err *err);
+/* qp_dom_set_owner on VM @name, then saves the state. */
+int qp_vm_set_owner(struct qp_state *st, const char *name, const char *owner,
+		    struct qp_err *err);
+
+/* ---- in-use markers (storage/inuse.c) ---------------------------------- */
+
+/* A process that holds a volume open (qpoold) keeps the marker file
+ * <root>/QP_INUSE_DIR/<vm>/<volume> holding its pid while it does. */
+#define QP_INUSE_DIR "run/inuse"
+/* *out is true when a live process marks @v as in use.  Markers whose
+ * process is gone are stale: they are ignored and removed. */
+int qp_vol_in_use(struct qp_volume *v, bool *out, struct qp_err *err);
 
 /* ---- driver interface (storage/driver.h has the table) ---------------- */
 

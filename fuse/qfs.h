@@ -1,0 +1,80 @@
+/* qpoold: the FUSE view of every VM's volumes, MOUNTPOINT/<vm>/<volume>.img.
+ * Declarations shared by the files in fuse/. */
+#ifndef QPOOL_FUSE_QFS_H
+#define QPOOL_FUSE_QFS_H
+
+#define FUSE_USE_VERSION 314
+
+#include <fuse.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "qpool.h"
+
+/* Largest read and write request (the kernel's ceiling is 256 pages). */
+#define QFS_MAX_IO (1024 * 1024)
+#define QFS_SUFFIX ".img"
+
+struct qfs_mark;
+
+struct qfs_ctx {
+	char *root;		/* absolute state folder */
+	char *xml;		/* <root>/qubes.xml */
+	pid_t pid;
+	pthread_mutex_t lock;	/* guards st and the stamp */
+	struct qp_state *st;	/* NULL while there is no qubes.xml */
+	struct stat stamp;	/* qubes.xml as st was loaded from */
+	pthread_mutex_t marks_lock;
+	struct qfs_mark *marks;	/* volumes held open, see qfs_mark_get */
+};
+
+enum qfs_kind { QFS_ROOT, QFS_VMDIR, QFS_VOLFILE };
+
+/* What a path names, copied out of the state (which may be replaced at any
+ * time by another thread). */
+struct qfs_node {
+	enum qfs_kind kind;
+	uid_t uid;
+	gid_t gid;
+	bool writable;		/* started and rw */
+	uint64_t size;
+	struct timespec mtime;
+	char vm[QP_NAME_MAX + 1];
+	char vol[QP_NAME_MAX + 1];
+};
+
+/* ---- qfs_tree.c: state and paths ---------------------------------------- */
+
+int qfs_ctx_init(struct qfs_ctx *c, const char *root);
+void qfs_ctx_release(struct qfs_ctx *c);
+/* Resolves @path ("/", "/vm", "/vm/vol.img") against the current state,
+ * reloading it first when qubes.xml changed.  With @backing non-NULL and a
+ * volume file, also returns the path holding its content (the running copy
+ * of a started VM, the committed image otherwise); *backing is owned by the
+ * caller.  Returns 0 or a negative errno. */
+int qfs_resolve(struct qfs_ctx *c, const char *path, struct qfs_node *out, char **backing);
+/* Calls @fn for every entry of folder @path (no "." and ".."). */
+int qfs_list(struct qfs_ctx *c, const char *path,
+	     int (*fn)(void *arg, const char *name, const struct qfs_node *n), void *arg);
+void qfs_node_stat(const struct qfs_node *n, struct stat *st);
+
+/* ---- qfs_inuse.c: in-use markers ----------------------------------------- */
+
+/* Counts one more open file of VM:VOL; the first one writes the marker
+ * <root>/run/inuse/<vm>/<vol> with our pid. */
+int qfs_mark_get(struct qfs_ctx *c, const char *vm, const char *vol);
+/* Counts one fewer; the last one removes the marker. */
+void qfs_mark_put(struct qfs_ctx *c, const char *vm, const char *vol);
+/* Removes every marker we hold (at unmount). */
+void qfs_mark_drop_all(struct qfs_ctx *c);
+/* Removes markers left by processes that are gone (a crashed qpoold). */
+void qfs_mark_clean_stale(struct qfs_ctx *c);
+
+/* ---- qfs_ops.c ------------------------------------------------------------ */
+
+extern const struct fuse_operations qfs_ops;
+
+#endif

@@ -1,0 +1,278 @@
+#!/bin/sh
+# qpoold mounted for real on a btrfs loop pool: the tree follows qpool
+# (create, start, stop, resize, remove, owner); content read and written
+# through the mount equals the volumes (with qemu-img and qemu-io as the
+# consumer); read-only and ownership rules tried as other users (setpriv);
+# the in-use refusal of `vm stop`; concurrent readers and writers; SIGTERM;
+# kill -9 and restart on the stale mount.
+. "$(dirname "$0")/../lib.sh"
+
+QPOOLD=${QPOOLD:-$QP_TOP/qpoold}
+MiB=1048576
+
+# ---- helpers -----------------------------------------------------------------
+
+# fuse_setup: a btrfs pool p1 with TemplateVM tpl and AppVM app (owner
+# 1234), and qpoold serving them on $MNT.  Sets POOL, MNT, QPID.
+fuse_setup() {
+	qp_require_root
+	qp_require_cmd qemu-img qemu-io
+	[ -n "$SETPRIV" ] || skip "setpriv (util-linux) is not installed"
+	[ -x "$QPOOLD" ] || skip "qpoold is not built"
+	[ -c /dev/fuse ] || skip "no /dev/fuse"
+	POOL=$(qp_mkfs_loop btrfs 512) || skip
+	MNT=$TEST_TMP/mnt.$QP_TEST_N
+	mkdir -p "$MNT"
+	# Other users must reach the mount point to be judged by its modes.
+	chmod 0711 "$TEST_TMP"
+	assert_ok qp pool add p1 file-reflink -o dir_path="$POOL/p1"
+	assert_ok qp vm create --class TemplateVM -P p1 tpl
+	assert_ok qp vm create --template tpl -P p1 --owner 1234 app
+	# Runs in the test's subshell: stop our qpoold and unmount, whatever happens.
+	trap 'unhold; fuse_stop; _qp_umount "$MNT"' EXIT
+	fuse_start
+}
+
+fuse_start() {
+	"$QPOOLD" --root "$QPOOL_ROOT" -f "$MNT" 2>>"$TEST_TMP/qpoold.$QP_TEST_N.log" &
+	QPID=$!
+	_i=0
+	# Served (not merely listed: a stale mount is listed too).
+	until _qp_is_mounted "$MNT" && ls "$MNT" >/dev/null 2>&1; do
+		_i=$((_i + 1))
+		if [ "$_i" -gt 100 ] || ! kill -0 "$QPID" 2>/dev/null; then
+			cat "$TEST_TMP/qpoold.$QP_TEST_N.log" >&2
+			_qp_failed "qpoold did not mount '$MNT'"
+		fi
+		sleep 0.05
+	done
+}
+
+fuse_stop() {
+	[ -n "${QPID:-}" ] || return 0
+	kill -TERM "$QPID" 2>/dev/null
+	wait "$QPID" 2>/dev/null
+	QPID=
+}
+
+# util-linux's setpriv by path: busybox ash would run its own applet, which
+# lacks --reuid.
+SETPRIV=
+for _p in /usr/bin/setpriv /bin/setpriv; do
+	[ -x "$_p" ] && SETPRIV=$_p && break
+done
+
+as_user() {
+	_u=$1
+	shift
+	"$SETPRIV" --reuid="$_u" --regid="$_u" --clear-groups "$@"
+}
+
+# attach_path VM VOL: the path `vm start` printed for VOL (from $TEST_TMP/att).
+attach_path() {
+	awk -v v="$2" '$1 == v { print $2 }' "$TEST_TMP/att.$1"
+}
+
+vm_start() {
+	assert_ok qp vm start "$1"
+	printf '%s\n' "$QP_STDOUT" >"$TEST_TMP/att.$1"
+}
+
+# hold FILE: a process keeps FILE open (read-only) until unhold.
+hold() {
+	sleep 60 <"$1" &
+	_holder=$!
+	sleep 0.2
+}
+
+unhold() {
+	kill "$_holder" 2>/dev/null
+	wait "$_holder" 2>/dev/null
+	_holder=
+	return 0
+}
+
+# gone PATH: waits up to 2 s for PATH to disappear (releases are asynchronous).
+gone() {
+	_i=0
+	while [ -e "$1" ] && [ "$_i" -lt 40 ]; do
+		sleep 0.05
+		_i=$((_i + 1))
+	done
+	assert_not_exists "$1"
+}
+
+fsize() {
+	stat -c %s "$1"
+}
+
+fmode() {
+	stat -c '%a %u:%g' "$1"
+}
+
+# ---- tests -------------------------------------------------------------------
+
+t_tree() {
+	fuse_setup
+	assert_eq "$(ls "$MNT" | tr '\n' ' ')" "app tpl " "VM folders"
+	assert_eq "$(ls "$MNT/app" | tr '\n' ' ')" "private.img root.img " "stopped VM files"
+	assert_eq "$(fsize "$MNT/tpl/root.img")" $((10 * 1024 * MiB)) "root size"
+	assert_eq "$(fsize "$MNT/app/private.img")" $((2 * 1024 * MiB)) "private size"
+	assert_eq "$(fmode "$MNT/app")" "700 1234:1234" "owned folder"
+	assert_eq "$(fmode "$MNT/app/private.img")" "400 1234:1234" "stopped file"
+	assert_eq "$(fmode "$MNT/tpl/root.img")" "400 0:0" "file without owner"
+	vm_start app
+	assert_eq "$(ls "$MNT/app" | tr '\n' ' ')" "private.img root.img volatile.img " \
+		"started VM files"
+	assert_eq "$(fmode "$MNT/app/private.img")" "600 1234:1234" "started file"
+	assert_ok qp vm stop app
+	assert_not_exists "$MNT/app/volatile.img"
+	assert_ok qp volume resize app:private 3GiB
+	assert_eq "$(fsize "$MNT/app/private.img")" $((3 * 1024 * MiB)) "size after resize"
+	assert_ok qp vm create --template tpl -P p1 app2
+	assert_exists "$MNT/app2/root.img"
+	assert_ok qp vm set-owner app2 1235:1236
+	assert_eq "$(fmode "$MNT/app2")" "700 1235:1236" "folder after set-owner"
+	assert_ok qp vm set-owner app2 none
+	assert_eq "$(fmode "$MNT/app2/private.img")" "400 0:0" "file after set-owner none"
+	assert_ok qp vm remove app2
+	assert_not_exists "$MNT/app2"
+}
+
+t_content() {
+	fuse_setup
+	head -c $((4 * MiB)) /dev/urandom >"$TEST_TMP/rand"
+	vm_start tpl
+	# The VM manager's view: qemu-img and qemu-io on the mounted files.
+	assert_ok qemu-img info -f raw "$MNT/tpl/private.img"
+	assert_match "virtual size: 2 GiB" "$QP_STDOUT"
+	assert_ok qemu-io -f raw -c 'write -P 0x5a 0 1M' -c 'write -P 0xa5 1M 1M' \
+		-c 'read -P 0x5a 0 1M' "$MNT/tpl/private.img"
+	assert_ok qemu-io -f raw -t none -c 'write -P 0x33 8M 64k' -c 'read -P 0x33 8M 64k' \
+		"$MNT/tpl/private.img"
+	assert_ok dd if="$TEST_TMP/rand" of="$MNT/tpl/root.img" bs=1M seek=16 conv=notrunc,fsync
+	assert_ok cmp "$MNT/tpl/private.img" "$(attach_path tpl private)"
+	assert_ok qemu-img compare -f raw -F raw "$MNT/tpl/root.img" "$(attach_path tpl root)"
+	assert_ok qp vm stop tpl
+	# Committed now; the AppVM's root (stopped) shows the template's root.
+	assert_ok qp volume export tpl:private "$TEST_TMP/priv.exp"
+	assert_ok cmp "$MNT/tpl/private.img" "$TEST_TMP/priv.exp"
+	assert_ok cmp -n $((4 * MiB)) "$MNT/app/root.img" "$TEST_TMP/rand" $((16 * MiB)) 0
+	assert_ok qemu-io -f raw -r -c 'read -P 0xa5 1M 1M' "$MNT/tpl/private.img"
+}
+
+t_perms() {
+	fuse_setup
+	vm_start app
+	assert_ok as_user 1234 dd if=/dev/zero of="$MNT/app/private.img" bs=4k count=1 \
+		conv=notrunc
+	assert_ok as_user 1234 dd if="$MNT/app/root.img" of=/dev/null bs=4k count=1
+	assert_stderr_matches "Permission denied" as_user 1235 ls "$MNT/app"
+	assert_stderr_matches "Permission denied" as_user 1235 cat "$MNT/app/private.img"
+	assert_stderr_matches "Permission denied" as_user 1234 cat "$MNT/tpl/root.img"
+	# Read-only volumes: the template's (stopped) and the AppVM's root (ro).
+	assert_stderr_matches "Read-only file system" \
+		dd if=/dev/zero of="$MNT/tpl/private.img" bs=4k count=1 conv=notrunc
+	assert_ok qp vm stop app
+	assert_ok qp volume config app:root rw False
+	vm_start app
+	assert_eq "$(fmode "$MNT/app/root.img")" "400 1234:1234" "ro volume of a started VM"
+	assert_stderr_matches "Read-only file system" \
+		dd if=/dev/zero of="$MNT/app/root.img" bs=4k count=1 conv=notrunc
+	assert_fails as_user 1234 dd if=/dev/zero of="$MNT/app/root.img" bs=4k count=1 conv=notrunc
+	# No resize, no writes past the end through the mount.
+	assert_stderr_matches "not permitted" truncate -s 1G "$MNT/app/private.img"
+	assert_stderr_matches "No space left" dd if=/dev/zero of="$MNT/app/private.img" bs=1M \
+		count=1 seek=2048 conv=notrunc
+	assert_stderr_matches "not permitted" chmod 666 "$MNT/app/private.img"
+	assert_ok qp vm set-owner app 1235
+	assert_stderr_matches "Permission denied" as_user 1234 cat "$MNT/app/private.img"
+	assert_ok as_user 1235 dd if="$MNT/app/private.img" of=/dev/null bs=4k count=1
+}
+
+t_inuse() {
+	fuse_setup
+	vm_start app
+	hold "$MNT/app/private.img"
+	assert_exists "$QPOOL_ROOT/run/inuse/app/private"
+	assert_stderr_matches "volume 'app:private' is in use" qp vm stop app
+	assert_eq "$QP_RC" 1 "exit status of the refused stop"
+	unhold
+	gone "$QPOOL_ROOT/run/inuse/app/private"
+	assert_ok qp vm stop app
+	# Forced: refused no more; the open file keeps reading what it opened.
+	vm_start app
+	hold "$MNT/app/root.img"
+	assert_ok qp vm stop --force app
+	unhold
+	# A stopped VM's files may be held open: its start is not refused.
+	hold "$MNT/app/private.img"
+	vm_start app
+	assert_ok qp vm stop --force app
+	unhold
+}
+
+t_concurrent() {
+	fuse_setup
+	head -c $((8 * MiB)) /dev/urandom >"$TEST_TMP/rand"
+	vm_start tpl
+	vm_start app
+	_pids=
+	for _t in tpl/private tpl/root app/private app/volatile; do
+		for _off in 0 32; do
+			dd if="$TEST_TMP/rand" of="$MNT/$_t.img" bs=64k seek=$((_off * 16)) \
+				conv=notrunc 2>/dev/null &
+			_pids="$_pids $!"
+		done
+		dd if="$MNT/$_t.img" of=/dev/null bs=1M count=64 2>/dev/null &
+		_pids="$_pids $!"
+	done
+	for _p in $_pids; do
+		wait "$_p" || _qp_failed "a concurrent reader or writer failed"
+	done
+	for _t in tpl/private tpl/root app/private app/volatile; do
+		_vm=${_t%/*}
+		_b=$(attach_path "$_vm" "${_t#*/}")
+		for _off in 0 32; do
+			cmp -n $((8 * MiB)) "$TEST_TMP/rand" "$_b" 0 $((_off * MiB)) ||
+				_qp_failed "'$_t' at $_off MiB differs from what was written"
+			cmp -n $((8 * MiB)) "$MNT/$_t.img" "$_b" $((_off * MiB)) $((_off * MiB)) ||
+				_qp_failed "'$_t' read through the mount differs from its backing file"
+		done
+	done
+}
+
+t_restart() {
+	fuse_setup
+	vm_start app
+	assert_ok dd if=/dev/urandom of="$MNT/app/private.img" bs=1M count=2 conv=notrunc
+	hold "$MNT/app/private.img"
+	kill -9 "$QPID"
+	wait "$QPID" 2>/dev/null
+	QPID=
+	unhold
+	assert_stderr_matches "not connected" ls "$MNT"
+	# The dead qpoold's marker is stale: not in use any more.
+	assert_ok qp vm stop app
+	vm_start app
+	fuse_start
+	assert_match "stale FUSE mount" "$(cat "$TEST_TMP/qpoold.$QP_TEST_N.log")" ||
+		cat "$TEST_TMP/qpoold.$QP_TEST_N.log" >&2
+	assert_ok cmp -n $((2 * MiB)) "$MNT/app/private.img" "$(attach_path app private)"
+	assert_eq "$(grep -c " $MNT " /proc/mounts)" 1 "mounts on the mount point"
+	# SIGTERM unmounts cleanly and leaves no marker behind.
+	hold "$MNT/app/private.img"
+	fuse_stop
+	unhold
+	_qp_is_mounted "$MNT" && _qp_failed "still mounted after SIGTERM"
+	gone "$QPOOL_ROOT/run/inuse/app/private"
+	assert_ok qp vm stop app
+}
+
+qp_test fuse_tree t_tree
+qp_test fuse_content t_content
+qp_test fuse_perms t_perms
+qp_test fuse_inuse t_inuse
+qp_test fuse_concurrent t_concurrent
+qp_test fuse_restart t_restart
+qp_done
