@@ -20,21 +20,28 @@ LIB_SRC := $(wildcard storage/*.c) $(wildcard drivers/*/*.c) $(wildcard backup/*
 CLI_SRC := $(wildcard cli/*.c)
 LIB_OBJ := $(LIB_SRC:.c=.o)
 CLI_OBJ := $(CLI_SRC:.c=.o)
+FUSE_SRC := $(wildcard fuse/*.c)
+FUSE_OBJ := $(FUSE_SRC:.c=.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:.c=)
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(TOOL_SRC:.c=)
-ALIASES := qvm-pool qvm-volume
+ALIASES := qvm-pool qvm-volume qvm-backup qvm-backup-restore
 
-all: qpool
+all: qpool qpoold
 
 BUILD_FLAGS := $(CC) $(CFLAGS) $(LDFLAGS) $(LDLIBS)
 .build-flags: FORCE
 	@echo '$(BUILD_FLAGS)' | cmp -s - $@ || echo '$(BUILD_FLAGS)' >$@
-$(LIB_OBJ) $(CLI_OBJ) $(UNIT_BIN) $(TOOL_BIN): .build-flags
+$(LIB_OBJ) $(CLI_OBJ) $(UNIT_BIN) $(TOOL_BIN) $(FUSE_OBJ): .build-flags
 
 qpool: $(CLI_OBJ) libqpool.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) libqpool.a $(LDLIBS)
+
+# qpoold, the FUSE view of the volumes (libfuse3).
+$(FUSE_OBJ): CFLAGS += $(shell pkg-config --cflags fuse3)
+qpoold: $(FUSE_OBJ) libqpool.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(FUSE_OBJ) libqpool.a $(LDLIBS) $(shell pkg-config --libs fuse3)
 
 libqpool.a: $(LIB_OBJ)
 	$(AR) rcs $@ $^
@@ -104,14 +111,17 @@ demo: deps
 bench: deps
 	$(MAKE) all
 	./bench/vm-start.sh
+	./bench/fuse-io.sh
+	./bench/backup.sh
 
-install: qpool
+install: qpool qpoold
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 0755 qpool $(DESTDIR)$(BINDIR)/qpool
+	install -m 0755 qpoold $(DESTDIR)$(BINDIR)/qpoold
 	for a in $(ALIASES); do ln -sf qpool $(DESTDIR)$(BINDIR)/$$a; done
 
 clean:
-	rm -f qpool libqpool.a .build-flags $(LIB_OBJ) $(CLI_OBJ) $(UNIT_BIN) $(TOOL_BIN) $(FUZZ_BIN) \
+	rm -f qpool qpoold libqpool.a .build-flags $(LIB_OBJ) $(CLI_OBJ) $(FUSE_OBJ) $(UNIT_BIN) $(TOOL_BIN) $(FUZZ_BIN) \
 		$(shell find . -name '*.d')
 
 .PHONY: all check check-asan check-valgrind unit build-tests demo bench install clean deps fuzz FORCE

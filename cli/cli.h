@@ -47,6 +47,10 @@ extern const struct cli_group cli_pool_group;
 extern const struct cli_group cli_volume_group;
 extern const struct cli_group cli_vm_group;
 
+/* qpool backup / qpool restore (backup.c): argv[0] is the command name. */
+int cli_backup_main(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_restore_main(const struct cli_ctx *ctx, int argc, char **argv);
+
 /* ---- messages (common.c) ----------------------------------------------- */
 
 /* Prints "qpool: MESSAGE" on stderr and returns CLI_FAIL. */

@@ -17,15 +17,18 @@ struct cli_top {
 	const char *alias;		/* program name that means the same, or NULL */
 	const struct cli_group *group;	/* NULL: not available in this build */
 	const char *summary;
+	/* A command without subcommands (backup, restore): run instead of group. */
+	int (*run)(const struct cli_ctx *ctx, int argc, char **argv);
 };
 
 static const struct cli_top tops[] = {
-	{ "pool", "qvm-pool", &cli_pool_group, "manage storage pools (also qvm-pool)" },
-	{ "volume", "qvm-volume", &cli_volume_group, "manage volumes (also qvm-volume)" },
-	{ "vm", NULL, &cli_vm_group, "create, start, stop, remove and list VMs" },
-	{ "backup", "qvm-backup", NULL, "back up VMs" },
-	{ "restore", "qvm-backup-restore", NULL, "restore VMs from a backup" },
-	{ NULL, NULL, NULL, NULL },
+	{ "pool", "qvm-pool", &cli_pool_group, "manage storage pools (also qvm-pool)", NULL },
+	{ "volume", "qvm-volume", &cli_volume_group, "manage volumes (also qvm-volume)", NULL },
+	{ "vm", NULL, &cli_vm_group, "create, start, stop, remove and list VMs", NULL },
+	{ "backup", "qvm-backup", NULL, "back up VMs (also qvm-backup)", cli_backup_main },
+	{ "restore", "qvm-backup-restore", NULL, "restore VMs from a backup (also qvm-backup-restore)",
+	  cli_restore_main },
+	{ NULL, NULL, NULL, NULL, NULL },
 };
 
 static void top_usage(FILE *f)
@@ -46,7 +49,7 @@ static int top_help(void)
 	      "\ncommands:\n",
 	      stdout);
 	for (t = tops; t->name; t++)
-		if (t->group)
+		if (t->group || t->run)
 			printf("  %-14s %s\n", t->name, t->summary);
 	printf("  %-14s %s\n", "help", "show the help of a command: help [COMMAND [SUBCOMMAND]]");
 	fputs("\nRun 'qpool COMMAND --help' for the commands of each group.\n", stdout);
@@ -68,6 +71,8 @@ static int run_top(const struct cli_top *t, const char *root, const char *prog, 
 {
 	struct cli_ctx ctx = { .root = root, .prog = prog };
 
+	if (t->run)
+		return t->run(&ctx, argc, argv);
 	if (!t->group)
 		return cli_error("%s is not available in this build", t->name);
 	return cli_group_run(&ctx, t->group, argc, argv);
@@ -84,6 +89,13 @@ static int help_cmd(const char *root, int argc, char **argv)
 	if (argc < 2)
 		return top_help();
 	t = top_find(argv[1], false);
+	if (t && t->run) {
+		char *hargv[] = { argv[1], (char *)"--help", NULL };
+
+		snprintf(prog, sizeof(prog), "qpool %s", t->name);
+		ctx.prog = prog;
+		return t->run(&ctx, 2, hargv);
+	}
 	if (!t || !t->group) {
 		fprintf(stderr, "qpool: unknown command '%s'\n", argv[1]);
 		top_usage(stderr);

@@ -16,6 +16,14 @@ TEST_PKGS="fuse3 btrfs-progs xfsprogs e2fsprogs util-linux valgrind"
 # Later tiers add theirs here (qemu, lvm2, scrypt...).
 # Backups: the scrypt tool for interop tests, clang for the libFuzzer targets.
 EXTRA_PKGS="scrypt clang"
+# Backups: the real tools the interop tests and the benchmark run against.
+EXTRA_PKGS="$EXTRA_PKGS gzip zstd tar xz-utils bzip2"
+# qpoold: qemu-img/qemu-io as the FUSE tests' consumer, fio for bench/fuse-io.sh.
+EXTRA_PKGS="$EXTRA_PKGS qemu-utils fio"
+# Device-mapper test VM (tests/vm/): qemu TCG booting Debian's kernel with a
+# busybox initramfs holding lvm2, thin-provisioning-tools and cryptsetup.
+EXTRA_PKGS="$EXTRA_PKGS qemu-system-x86 linux-image-amd64 busybox-static lvm2
+	thin-provisioning-tools cryptsetup-bin cpio kmod"
 
 PKGS="$BUILD_PKGS $TEST_PKGS $EXTRA_PKGS $*"
 
