@@ -110,4 +110,22 @@ int qp_mkdirs(const char *path, struct qp_err *err);
 /* asprintf that returns NULL on failure. */
 char *qp_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Ephemeral volatile volumes (storage/ephemeral.c): a plain dm-crypt mapping
+ * with a random key that is never stored.  Mapping names are device-mapper
+ * names ("<vg>-<lv>@crypt"...), not paths. */
+
+/* Opens mapping @name over @backing (a block device, or a regular file that
+ * gets an autoclear loop device, gone with the mapping) with a key read from
+ * /dev/urandom, and zeroes its first 64 KiB.  A stale mapping @name is
+ * closed first.  *mapper_path ("/dev/mapper/<name>") owned. */
+int qp_ephemeral_open(const char *backing, const char *name, char **mapper_path,
+		      struct qp_err *err);
+/* Closes mapping @name and detaches its loop device; an absent mapping is
+ * success. */
+int qp_ephemeral_close(const char *name, struct qp_err *err);
+/* Whether mapping @name exists. */
+bool qp_ephemeral_active(const char *name);
+/* "/dev/mapper/<name>"; NULL on ENOMEM. */
+char *qp_ephemeral_path(const char *name);
+
 #endif

@@ -153,6 +153,55 @@ static int start_origin(struct qp_volume *v, const struct reflink_paths *p, stru
 				       err);
 }
 
+/* ---- ephemeral volatile volumes: dm-crypt over the volatile image --------- */
+
+/* The mapping's name: "qpool-<vm>-<volume>-<hash of the image path>@crypt";
+ * the hash keeps pools and state roots that hold the same VM name apart. */
+static int crypt_name(const struct qp_volume *v, const struct reflink_paths *p, char **out,
+		      struct qp_err *err)
+{
+	uint32_t h = 2166136261u;
+
+	for (const char *s = p->dirty; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	*out = qp_strdupf("qpool-%s-%s-%08x@crypt", reflink_vm_name(v), v->name, h);
+	return *out ? 0 : qp_err_set(err, -ENOMEM, "out of memory");
+}
+
+/* Closes the mapping (and its loop device) over the volatile image, if any. */
+static int crypt_close(const struct qp_volume *v, const struct reflink_paths *p,
+		       struct qp_err *err)
+{
+	char *name;
+	int ret = crypt_name(v, p, &name, err);
+
+	if (ret < 0)
+		return ret;
+	ret = qp_ephemeral_close(name, err);
+	free(name);
+	return ret;
+}
+
+/* Serves the fresh volatile image through dm-crypt; on failure it goes. */
+static int crypt_open(const struct qp_volume *v, const struct reflink_paths *p,
+		      struct qp_err *err)
+{
+	char *name = NULL, *mapper = NULL;
+	int ret = crypt_name(v, p, &name, err);
+
+	if (ret == 0)
+		ret = qp_ephemeral_open(p->dirty, name, &mapper, err);
+	if (ret < 0) {
+		qp_err_prefix(err, "cannot open ephemeral volume '%s:%s'", reflink_vm_name(v),
+			      v->name);
+		if (qp_unlink_f(p->dirty, QP_FS_NOSYNC, &(struct qp_err){ 0 }) == 0)
+			qp_step("reflink-drop-dirty");
+	}
+	free(name);
+	free(mapper);
+	return ret;
+}
+
 int reflink_vol_start(struct qp_volume *v, struct qp_err *err)
 {
 	struct reflink_paths p;
@@ -172,9 +221,13 @@ int reflink_vol_start(struct qp_volume *v, struct qp_err *err)
 	} else if (v->save_on_stop) {
 		ret = start_origin(v, &p, err);
 	} else {
-		ret = qp_unlink_f(p.dirty, QP_FS_NOSYNC, err);
+		ret = crypt_close(v, &p, err);
+		if (ret == 0)
+			ret = qp_unlink_f(p.dirty, QP_FS_NOSYNC, err);
 		if (ret == 0)
 			ret = reflink_create_sparse_in_place(p.dirty, v->size, QP_FS_NOSYNC, err);
+		if (ret == 0 && qp_vol_ephemeral(v))
+			ret = crypt_open(v, &p, err);
 	}
 out:
 	reflink_paths_release(&p);
@@ -203,7 +256,9 @@ int reflink_vol_stop(struct qp_volume *v, struct qp_err *err)
 	} else {
 		/* Discarded copies: a crash before these reach the disk leaves
 		 * files that the next start replaces. */
-		ret = qp_unlink_f(p.dirty, QP_FS_NOSYNC, err);
+		ret = v->snap_on_start ? 0 : crypt_close(v, &p, err);
+		if (ret == 0)
+			ret = qp_unlink_f(p.dirty, QP_FS_NOSYNC, err);
 		if (ret == 0) {
 			qp_step("reflink-drop-dirty");
 			ret = qp_unlink_f(p.clean, QP_FS_NOSYNC, err);
@@ -223,10 +278,26 @@ int reflink_vol_block_device(struct qp_volume *v, char **out, struct qp_err *err
 
 	if (ret < 0)
 		return ret;
+	if (!v->snap_on_start && !v->save_on_stop) {
+		char *name;
+
+		ret = crypt_name(v, &p, &name, err);
+		if (ret == 0 && qp_ephemeral_active(name)) {
+			*out = qp_ephemeral_path(name);
+			if (!*out)
+				ret = qp_err_set(err, -ENOMEM, "out of memory");
+			free(name);
+			goto out;
+		}
+		free(name);
+		if (ret < 0)
+			goto out;
+	}
 	*out = p.dirty;
 	p.dirty = NULL;
+out:
 	reflink_paths_release(&p);
-	return 0;
+	return ret;
 }
 
 int reflink_vol_export(struct qp_volume *v, char **out, struct qp_err *err)
@@ -603,7 +674,9 @@ int reflink_vol_recover(struct qp_volume *v, struct qp_err *err)
 	ret = reflink_paths_get(v, &p, err);
 	if (ret < 0)
 		return ret;
-	ret = qp_unlink(p.dirty, err);
+	ret = v->snap_on_start ? 0 : crypt_close(v, &p, err);
+	if (ret == 0)
+		ret = qp_unlink(p.dirty, err);
 	if (ret == 0)
 		ret = qp_unlink(p.clean, err);
 	if (ret < 0)

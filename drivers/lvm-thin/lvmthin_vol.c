@@ -538,6 +538,52 @@ static int start_origin(struct lvmthin_vctx *c, struct qp_err *err)
 	return ret;
 }
 
+/* ---- ephemeral volatile volumes: dm-crypt over the volatile LV ---------------- */
+
+/* The mapping's name: the LV's device-mapper name and "@crypt". */
+static int crypt_name(const struct lvmthin_vctx *c, char **out, struct qp_err *err)
+{
+	char *path = lvmthin_dm_path(c->vg, c->base);
+
+	*out = path ? qp_strdupf("%s@crypt", path + strlen("/dev/mapper/")) : NULL;
+	free(path);
+	return *out ? 0 : qp_err_set(err, -ENOMEM, "out of memory");
+}
+
+/* Closes the mapping over the volatile LV, if any (it holds the LV open). */
+static int crypt_close(struct lvmthin_vctx *c, struct qp_err *err)
+{
+	char *name;
+	int ret = crypt_name(c, &name, err);
+
+	if (ret < 0)
+		return ret;
+	ret = qp_ephemeral_close(name, err);
+	free(name);
+	return ret;
+}
+
+/* Serves the fresh volatile LV through dm-crypt; on failure the LV goes. */
+static int crypt_open(struct lvmthin_vctx *c, struct qp_err *err)
+{
+	char *name = NULL, *dev = NULL, *mapper = NULL;
+	int ret = crypt_name(c, &name, err);
+
+	if (ret == 0)
+		ret = lvmthin_vol_path(c, c->base, &dev, err);
+	if (ret == 0)
+		ret = qp_ephemeral_open(dev, name, &mapper, err);
+	if (ret < 0) {
+		qp_err_prefix(err, "cannot open ephemeral volume '%s:%s'", lvmthin_vm_name(c->v),
+			      c->v->name);
+		lvmthin_lv_remove1(c, c->base, "lvmthin-drop-volatile", &(struct qp_err){ 0 });
+	}
+	free(name);
+	free(dev);
+	free(mapper);
+	return ret;
+}
+
 int lvmthin_vol_start(struct qp_volume *v, struct qp_err *err)
 {
 	struct lvmthin_vctx c;
@@ -556,9 +602,13 @@ int lvmthin_vol_start(struct qp_volume *v, struct qp_err *err)
 	} else if (v->save_on_stop) {
 		ret = start_origin(&c, err);
 	} else {
-		ret = lvmthin_lv_remove1(&c, c.base, "lvmthin-drop-volatile", err);
+		ret = crypt_close(&c, err);
+		if (ret == 0)
+			ret = lvmthin_lv_remove1(&c, c.base, "lvmthin-drop-volatile", err);
 		if (ret == 0)
 			ret = lvmthin_lv_create(&c, c.base, v->size, "lvmthin-volatile", err);
+		if (ret == 0 && qp_vol_ephemeral(v))
+			ret = crypt_open(&c, err);
 	}
 out:
 	lvmthin_ctx_release(&c);
@@ -586,7 +636,9 @@ int lvmthin_vol_stop(struct qp_volume *v, struct qp_err *err)
 	} else if (v->snap_on_start) {
 		ret = lvmthin_lv_remove1(&c, c.snap, "lvmthin-drop-snap", err);
 	} else {
-		ret = lvmthin_lv_remove1(&c, c.base, "lvmthin-drop-volatile", err);
+		ret = crypt_close(&c, err);
+		if (ret == 0)
+			ret = lvmthin_lv_remove1(&c, c.base, "lvmthin-drop-volatile", err);
 	}
 out:
 	lvmthin_ctx_release(&c);
@@ -605,7 +657,23 @@ int lvmthin_vol_block_device(struct qp_volume *v, char **out, struct qp_err *err
 		name = c.snap;
 	else
 		name = c.base;
+	if (!v->snap_on_start && !v->save_on_stop) {
+		char *crypt;
+
+		ret = crypt_name(&c, &crypt, err);
+		if (ret == 0 && qp_ephemeral_active(crypt)) {
+			*out = qp_ephemeral_path(crypt);
+			if (!*out)
+				ret = qp_err_set(err, -ENOMEM, "out of memory");
+			free(crypt);
+			goto out;
+		}
+		free(crypt);
+		if (ret < 0)
+			goto out;
+	}
 	ret = lvmthin_vol_path(&c, name, out, err);
+out:
 	lvmthin_ctx_release(&c);
 	return ret;
 }
@@ -843,7 +911,10 @@ int lvmthin_vol_recover(struct qp_volume *v, struct qp_err *err)
 	ret = lvmthin_ctx_get(v, &c, err);
 	if (ret < 0)
 		return ret;
-	ret = lvmthin_lv_remove1(&c, v->snap_on_start ? c.snap : c.base, "lvmthin-recover", err);
+	ret = v->snap_on_start ? 0 : crypt_close(&c, err);
+	if (ret == 0)
+		ret = lvmthin_lv_remove1(&c, v->snap_on_start ? c.snap : c.base, "lvmthin-recover",
+					 err);
 	if (ret < 0)
 		qp_err_prefix(err, "cannot recover volume '%s:%s'", lvmthin_vm_name(v), v->name);
 	lvmthin_ctx_release(&c);

@@ -26,4 +26,4 @@ set -- --disk 4G --disk 64M --disk 2G --timeout "${QP_VM_TIMEOUT:-1700}"
 [ -z "${QP_VM_CONF_ONLY:-}" ] || set -- "$@" --env "CONF_ONLY=$QP_VM_CONF_ONLY"
 "$QP_TOP/tests/vm/run.sh" "$@" \
 	"$QP_TOP/tests/vm/guest/smoke.sh" "$QP_TOP/tests/vm/guest/conformance-lvm.sh" \
-	"$QP_TOP/tests/vm/guest/lvm-extra.sh"
+	"$QP_TOP/tests/vm/guest/lvm-extra.sh" "$QP_TOP/tests/vm/guest/ephemeral.sh"

@@ -47,7 +47,7 @@ KV=$(vm_kver)
 CACHE=$(vm_cache)
 mkdir -p "$CACHE"
 
-MODULES="virtio_pci virtio_blk dm-mod dm-thin-pool dm-snapshot dm-crypt xts
+MODULES="virtio_pci virtio_blk loop dm-mod dm-thin-pool dm-snapshot dm-crypt xts
 	algif_skcipher algif_hash ext4 ${QP_VM_EXTRA_MODULES:-}"
 BINS="lvm dmsetup cryptsetup pdata_tools mke2fs"
 LVM_CMDS="pvcreate pvremove pvs pvscan pvchange pvresize pvdisplay vgcreate vgremove vgs
