@@ -71,8 +71,11 @@ static int run_top(const struct cli_top *t, const char *root, const char *prog, 
 {
 	struct cli_ctx ctx = { .root = root, .prog = prog };
 
-	if (t->run)
+	/* A single command names itself in its usage line: "qpool backup ...". */
+	if (t->run) {
+		ctx.prog = "qpool";
 		return t->run(&ctx, argc, argv);
+	}
 	if (!t->group)
 		return cli_error("%s is not available in this build", t->name);
 	return cli_group_run(&ctx, t->group, argc, argv);
@@ -92,8 +95,7 @@ static int help_cmd(const char *root, int argc, char **argv)
 	if (t && t->run) {
 		char *hargv[] = { argv[1], (char *)"--help", NULL };
 
-		snprintf(prog, sizeof(prog), "qpool %s", t->name);
-		ctx.prog = prog;
+		ctx.prog = "qpool";
 		return t->run(&ctx, 2, hargv);
 	}
 	if (!t || !t->group) {
