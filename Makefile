@@ -3,7 +3,7 @@
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 CC ?= cc
-PKGS := libxml-2.0 openssl zlib libzstd
+PKGS := libxml-2.0 openssl zlib libzstd blkid libcryptsetup
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -MMD -MP \
 	  -I. -Istorage $(shell pkg-config --cflags $(PKGS))

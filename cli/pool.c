@@ -2,9 +2,12 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
+#include <unistd.h>
 
 static const struct option help_only[] = {
 	{ "help", no_argument, NULL, 'h' },
@@ -281,6 +284,92 @@ out:
 	return ret;
 }
 
+/* Asks for a LUKS passphrase on the terminal, without echo. */
+static int ask_pass(const char *prompt, char *buf, size_t size)
+{
+	struct termios old, quiet;
+	size_t n = 0;
+	char c;
+	int tty = open("/dev/tty", O_RDWR | O_CLOEXEC), r = 0;
+
+	if (tty < 0)
+		return -ENOTTY;
+	if (write(tty, prompt, strlen(prompt)) < 0 || tcgetattr(tty, &old) < 0) {
+		close(tty);
+		return -ENOTTY;
+	}
+	quiet = old;
+	quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
+	tcsetattr(tty, TCSAFLUSH, &quiet);
+	for (;;) {
+		ssize_t k = read(tty, &c, 1);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0 || c == '\n')
+			break;
+		if (n + 1 >= size) {
+			r = -EFBIG;
+			break;
+		}
+		buf[n++] = c;
+	}
+	buf[n] = '\0';
+	c = 0;
+	tcsetattr(tty, TCSAFLUSH, &old);
+	if (write(tty, "\n", 1) < 0) {
+		/* only the look of the prompt suffers */
+	}
+	close(tty);
+	return r < 0 ? r : (int)n;
+}
+
+/* qpool pool attach|detach POOL... */
+static int pool_attach_detach(const struct cli_ctx *ctx, const struct cli_cmd *cmd, int argc,
+			      char **argv, bool attach)
+{
+	struct qp_state *st = NULL;
+	struct cli_parse p;
+	int i, ret, failed = 0;
+
+	ret = parse_plain(&p, ctx, cmd, argc, argv);
+	if (ret >= 0)
+		goto out;
+	if (!p.npos) {
+		ret = cli_usage(ctx, cmd, "missing POOL");
+		goto out;
+	}
+	ret = cli_state_open(ctx, true, &st);
+	if (ret)
+		goto out;
+	qp_drive_set_askpass(ask_pass);
+	for (i = 0; i < p.npos; i++) {
+		struct qp_err err = { 0 };
+
+		if ((attach ? qp_pool_attach : qp_pool_detach)(st, p.pos[i], &err) < 0) {
+			cli_fail(&err);
+			failed++;
+		}
+	}
+	ret = failed ? CLI_FAIL : CLI_OK;
+out:
+	qp_state_free(st);
+	cli_parse_release(&p);
+	return ret;
+}
+
+static int pool_attach(const struct cli_ctx *ctx, const struct cli_cmd *cmd, int argc,
+		       char **argv)
+{
+	return pool_attach_detach(ctx, cmd, argc, argv, true);
+}
+
+static int pool_detach(const struct cli_ctx *ctx, const struct cli_cmd *cmd, int argc,
+		       char **argv)
+{
+	return pool_attach_detach(ctx, cmd, argc, argv, false);
+}
+
 static const struct cli_cmd pool_cmds[] = {
 	{ "add", { "a", NULL }, pool_add, "POOL DRIVER [-o KEY=VALUE[,KEY=VALUE...]]...",
 	  "add a storage pool",
@@ -289,6 +378,18 @@ static const struct cli_cmd pool_cmds[] = {
 	  "\noptions:\n"
 	  "  -o, --option KEY=VALUE[,...]  driver option; may be repeated\n"
 	  "  -h, --help                    show this help and exit\n" },
+	{ "attach", { NULL }, pool_attach, "POOL...", "bring pools on external drives online",
+	  "\nFinds each POOL's drive (option device), unlocks it when it is LUKS (with\n"
+	  "option key_file, else a passphrase asked on the terminal), checks that it\n"
+	  "holds the pool's filesystem (fs_uuid) and mounts it.  An online pool is left\n"
+	  "as it is.\n"
+	  "\noptions:\n"
+	  "  -h, --help  show this help and exit\n" },
+	{ "detach", { NULL }, pool_detach, "POOL...", "take pools on external drives offline",
+	  "\nUnmounts each POOL's filesystem and locks its LUKS device, so the drive can\n"
+	  "be unplugged.  Refused while a VM with a volume in the pool is running.\n"
+	  "\noptions:\n"
+	  "  -h, --help  show this help and exit\n" },
 	{ "drivers", { "d", NULL }, pool_drivers, "", "list the pool drivers and their options",
 	  "\noptions:\n"
 	  "  -h, --help  show this help and exit\n" },

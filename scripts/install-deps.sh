@@ -10,7 +10,7 @@ set -eu
 
 # Build: compiler, pkg-config and the libraries the code links against.
 BUILD_PKGS="build-essential pkg-config libxml2-dev libssl-dev zlib1g-dev libzstd-dev
-	libblkid-dev libfuse3-dev"
+	libblkid-dev libfuse3-dev libcryptsetup-dev"
 # Tests and demo: real filesystems on loop devices, FUSE, valgrind.
 TEST_PKGS="fuse3 btrfs-progs xfsprogs e2fsprogs util-linux valgrind"
 # Later tiers add theirs here (qemu, lvm2, scrypt...).

@@ -74,6 +74,11 @@ struct qp_driver {
 	 * running copies of volumes that are not saved on stop, keep dirty
 	 * origins for the next start to resume. */
 	int (*vol_recover)(struct qp_volume *v, struct qp_err *err);
+	/* OPTIONAL: pools on external drives (storage/drive.c): makes the pool
+	 * online (unlock, mount or activate), and the reverse.  Detach is only
+	 * called when no VM using the pool is started. */
+	int (*pool_attach)(struct qp_pool *p, struct qp_err *err);
+	int (*pool_detach)(struct qp_pool *p, struct qp_err *err);
 };
 
 extern const struct qp_driver *const qp_drivers[];
@@ -109,6 +114,45 @@ int qp_unlink(const char *path, struct qp_err *err);
 int qp_mkdirs(const char *path, struct qp_err *err);
 /* asprintf that returns NULL on failure. */
 char *qp_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* External drives (storage/drive.c).  Pool options: device (UUID=...,
+ * LABEL=..., PARTUUID=..., PARTLABEL=... or a /dev path), key_file (LUKS),
+ * and fs_uuid, the filesystem UUID recorded when the pool is added. */
+
+/* 0 when @spec has one of the forms above, else -EINVAL. */
+int qp_drive_spec_valid(const char *spec);
+/* The one device @spec names; *out owned.  -ENODEV when absent, -ENOTUNIQ
+ * when several devices match. */
+int qp_drive_find(const char *spec, char **out, struct qp_err *err);
+/* Probes @dev's superblock; *uuid and *type owned, NULL when absent.
+ * -ENODATA when @dev holds nothing known. */
+int qp_drive_probe(const char *dev, char **uuid, char **type);
+/* UUID of the filesystem holding existing @path (NULL when it has none or
+ * its device is gone); *mnt (optional) its mount point; both owned. */
+int qp_drive_fs_uuid(const char *path, char **uuid, char **mnt);
+/* Whether folder @dir is on a mounted filesystem with UUID @uuid whose
+ * device is present; answers are reused for two seconds. */
+bool qp_drive_fs_check(const char *dir, const char *uuid);
+/* Drops the answers kept by qp_drive_fs_check. */
+void qp_drive_forget(void);
+/* Pool state from fs_uuid/device: online when @dir passes the check above,
+ * locked when the LUKS device is present but not open, else offline. */
+int qp_drive_state(struct qp_pool *p, const char *dir, enum qp_pool_state *out,
+		   struct qp_err *err);
+/* Finds the pool's device and unlocks it when it is LUKS (mapping
+ * "qpool-<pool>"); *out is the device holding the content, *fs_type
+ * (optional) its type; both owned. */
+int qp_drive_open(struct qp_pool *p, char **out, char **fs_type, struct qp_err *err);
+/* Closes the pool's LUKS mapping; an absent one is success. */
+int qp_drive_close(struct qp_pool *p, struct qp_err *err);
+/* "qpool-<pool>"; NULL on ENOMEM. */
+char *qp_drive_mapper_name(const struct qp_pool *p);
+/* Mounts @dev at @mnt (created) after checking that its filesystem UUID is
+ * the pool's fs_uuid (when recorded) and its type @type (when non-NULL). */
+int qp_drive_mount(struct qp_pool *p, const char *dev, const char *type, const char *mnt,
+		   struct qp_err *err);
+/* Unmounts @mnt when the pool's filesystem is mounted exactly there. */
+int qp_drive_umount(struct qp_pool *p, const char *mnt, struct qp_err *err);
 
 /* Ephemeral volatile volumes (storage/ephemeral.c): a plain dm-crypt mapping
  * with a random key that is never stored.  Mapping names are device-mapper

@@ -278,6 +278,20 @@ int qp_vol_config(struct qp_state *st, struct qp_volume *v, const char *prop, co
  * *path owned by the caller.  Not available for volatile volumes. */
 int qp_vol_export(struct qp_volume *v, char **path, struct qp_err *err);
 
+/* ---- pools on external drives (storage/drive.c) ------------------------ */
+
+/* Makes a pool on an external drive usable: finds its device, unlocks LUKS,
+ * mounts the filesystem or activates the volume group.  An online pool is
+ * left as it is. */
+int qp_pool_attach(struct qp_state *st, const char *name, struct qp_err *err);
+/* The reverse; refused while a VM with a volume in the pool is started. */
+int qp_pool_detach(struct qp_state *st, const char *name, struct qp_err *err);
+/* The function that asks for a LUKS passphrase when a pool has no key_file:
+ * it writes a NUL-terminated passphrase into @buf (@size bytes, locked
+ * memory, zeroed after use) and returns its length or a negative errno.
+ * Without one, unlocking without a key file fails with -ENOKEY. */
+void qp_drive_set_askpass(int (*fn)(const char *prompt, char *buf, size_t size));
+
 /* ---- VM owners (storage/owner.c) --------------------------------------- */
 
 /* The owner of a VM's files under qpoold is kept as the domain feature

@@ -23,7 +23,8 @@
 #include <unistd.h>
 
 static const char *const reflink_params[] = {
-	"revisions_to_keep", "dir_path", "setup_check", "ephemeral_volatile", NULL,
+	"revisions_to_keep", "dir_path", "setup_check", "ephemeral_volatile",
+	"device", "key_file", "mount_point", NULL,
 };
 static const char *const reflink_required[] = { "dir_path", NULL };
 
@@ -37,6 +38,7 @@ static int reflink_pool_init(struct qp_pool *p, struct qp_err *err)
 	long long rtk = 1;
 	bool eph = false;
 	size_t len;
+	int ret;
 
 	if (!dir || !*dir)
 		return qp_err_set(err, -EINVAL, "pool '%s' needs option 'dir_path'", p->name);
@@ -69,6 +71,9 @@ static int reflink_pool_init(struct qp_pool *p, struct qp_err *err)
 	}
 	if (!rp->dir_path)
 		return qp_err_set(err, -ENOMEM, "out of memory");
+	ret = reflink_drive_init(p, err);
+	if (ret < 0)
+		return ret;
 	p->revisions_to_keep = (int)rtk;
 	p->ephemeral_volatile = eph;
 	return 0;
@@ -77,7 +82,9 @@ static int reflink_pool_init(struct qp_pool *p, struct qp_err *err)
 static void reflink_pool_release(struct qp_pool *p)
 {
 	free(reflink_to_pool(p)->dir_path);
+	free(reflink_to_pool(p)->mount_point);
 	reflink_to_pool(p)->dir_path = NULL;
+	reflink_to_pool(p)->mount_point = NULL;
 }
 
 /* Tries a FICLONE between two temporary files in @dir: 0 when it works, 1
@@ -132,35 +139,49 @@ static int reflink_pool_setup(struct qp_pool *p, struct qp_err *err)
 		return qp_err_set(err, -EINVAL, "invalid setup_check '%s' for pool '%s': not a boolean",
 				  s, p->name);
 	qp_kv_set(&p->config, "setup_check", NULL);
-	ret = qp_mkdirs(dir, err);
+	ret = reflink_drive_setup(p, err);
 	if (ret < 0)
 		return ret;
+	ret = qp_mkdirs(dir, err);
+	if (ret < 0)
+		goto fail;
 	if (check) {
 		ret = try_reflink(dir, err);
 		if (ret < 0)
-			return ret;
-		if (ret > 0)
-			return qp_err_set(err, -EOPNOTSUPP,
-					  "filesystem of '%s' does not support reflinks; to use it "
-					  "anyway with slower full copies, add -o setup_check=False",
-					  dir);
+			goto fail;
+		if (ret > 0) {
+			ret = qp_err_set(err, -EOPNOTSUPP,
+					 "filesystem of '%s' does not support reflinks; to use it "
+					 "anyway with slower full copies, add -o setup_check=False",
+					 dir);
+			goto fail;
+		}
 	}
 	for (int i = 0; i < 2; i++) {
 		sub = qp_strdupf("%s/%s", dir, i ? "vm-templates" : "appvms");
-		if (!sub)
-			return qp_err_set(err, -ENOMEM, "out of memory");
+		if (!sub) {
+			ret = qp_err_set(err, -ENOMEM, "out of memory");
+			goto fail;
+		}
 		ret = qp_mkdirs(sub, err);
 		free(sub);
 		if (ret < 0)
-			return ret;
+			goto fail;
 	}
-	return 0;
+	ret = reflink_drive_record(p, err);
+	if (ret == 0)
+		return 0;
+fail:
+	reflink_drive_undo(p);
+	return ret;
 }
 
 static int reflink_pool_state(struct qp_pool *p, enum qp_pool_state *out, struct qp_err *err)
 {
 	struct stat st;
 
+	if (qp_kv_get(&p->config, "fs_uuid"))
+		return qp_drive_state(p, reflink_to_pool(p)->dir_path, out, err);
 	if (stat(reflink_to_pool(p)->dir_path, &st) == 0) {
 		*out = S_ISDIR(st.st_mode) ? QP_POOL_ONLINE : QP_POOL_OFFLINE;
 		return 0;
@@ -245,4 +266,6 @@ const struct qp_driver qp_driver_reflink = {
 	.vol_import_end = reflink_vol_import_end,
 	.vol_import_volume = reflink_vol_import_volume,
 	.vol_recover = reflink_vol_recover,
+	.pool_attach = reflink_pool_attach,
+	.pool_detach = reflink_pool_detach,
 };

@@ -15,9 +15,13 @@
 
 #include "qpool.h"
 
+#include <stdbool.h>
+
 struct reflink_pool {
 	struct qp_pool base;
 	char *dir_path;		/* absolute, without a trailing '/' */
+	char *mount_point;	/* where the drive is mounted (option device), or NULL */
+	bool mounted_here;	/* pool_setup mounted it (undone when the add fails) */
 };
 
 extern const struct qp_driver qp_driver_reflink;

@@ -67,6 +67,21 @@ int reflink_fsync_path(const char *path, struct qp_err *err);
 int reflink_commit(struct qp_volume *v, const struct reflink_paths *p, const char *from,
 		   struct qp_err *err);
 
+/* ---- reflink_drive.c: pools on external drives (storage/drive.c) ---------- */
+
+/* Checks device, key_file and mount_point (default: dir_path, which must be
+ * at or below it). */
+int reflink_drive_init(struct qp_pool *p, struct qp_err *err);
+/* At `pool add`: with device, finds, unlocks and mounts the drive. */
+int reflink_drive_setup(struct qp_pool *p, struct qp_err *err);
+/* At the end of `pool add`: records fs_uuid, the UUID of dir_path's
+ * filesystem (required with device, skipped when it has none). */
+int reflink_drive_record(struct qp_pool *p, struct qp_err *err);
+/* Undoes reflink_drive_setup after a failed add. */
+void reflink_drive_undo(struct qp_pool *p);
+int reflink_pool_attach(struct qp_pool *p, struct qp_err *err);
+int reflink_pool_detach(struct qp_pool *p, struct qp_err *err);
+
 /* ---- reflink_vol.c: volume callbacks of qp_driver_reflink ----------------- */
 
 int reflink_vol_vid(struct qp_pool *p, const struct qp_domain *vm, const char *volume, char **out,

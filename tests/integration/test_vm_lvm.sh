@@ -20,10 +20,12 @@ fi
 # The whole suite takes about 7 minutes under TCG on an idle host (every
 # lvm and qpool command costs 0.1-0.4 s there); QP_VM_CONF_ONLY="resize
 # revisions..." runs a subset.  The timeout stays below tests/run.sh's.
-# Disks: vda for the conformance pool, vdb for the unplug test, vdc (the
-# last one) for lvm-extra.sh.
-set -- --disk 4G --disk 64M --disk 2G --timeout "${QP_VM_TIMEOUT:-1700}"
+# Disks: vda for the conformance pool, vdb for the unplug test, vdc for
+# lvm-extra.sh, vdd for external.sh (LUKS drive unplugged and plugged back).
+set -- --disk 4G --disk 64M --disk 2G --disk 256M --env LVM_EXTRA_DISK=/dev/vdc \
+	--env EXTERNAL_DISK_N=3 --timeout "${QP_VM_TIMEOUT:-1700}"
 [ -z "${QP_VM_CONF_ONLY:-}" ] || set -- "$@" --env "CONF_ONLY=$QP_VM_CONF_ONLY"
 "$QP_TOP/tests/vm/run.sh" "$@" \
 	"$QP_TOP/tests/vm/guest/smoke.sh" "$QP_TOP/tests/vm/guest/conformance-lvm.sh" \
-	"$QP_TOP/tests/vm/guest/lvm-extra.sh" "$QP_TOP/tests/vm/guest/ephemeral.sh"
+	"$QP_TOP/tests/vm/guest/lvm-extra.sh" "$QP_TOP/tests/vm/guest/ephemeral.sh" \
+	"$QP_TOP/tests/vm/guest/external.sh"

@@ -120,6 +120,8 @@ for s in "$@"; do
 done
 {
 	echo "QP_VM_NDISKS=$ndisks"
+	# where the disk images are, for a guest that asks the host to plug one back
+	echo "QP_VM_HOST_DIR=$T"
 	printf '%s' "$envs"
 } >"$T/run/vm/env"
 (cd "$T/run" && find . | cpio -o -H newc --quiet | gzip -1) >>"$T/initrd" || exit 1
