@@ -82,6 +82,10 @@ struct qp_driver {
 };
 
 extern const struct qp_driver *const qp_drivers[];
+
+/* A pool_set for drivers with no options of their own to change: handles
+ * revisions_to_keep (>= -1) and ephemeral_volatile (storage/objects.c). */
+int qp_pool_set_base(struct qp_pool *p, const char *key, const char *val, struct qp_err *err);
 const struct qp_driver *qp_driver_find(const char *name);
 
 /* Shared helpers for drivers (storage/fsutil.c). */

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -485,4 +486,35 @@ int qp_state_add_label(struct qp_state *st, int id, const char *color, const cha
 	l->name = strdup(name);
 	st->n_labels++;
 	return l->color && l->name ? 0 : -ENOMEM;
+}
+
+/* The options every pool has (revisions_to_keep, ephemeral_volatile), for
+ * drivers whose pool_set has nothing of its own to set. */
+int qp_pool_set_base(struct qp_pool *p, const char *key, const char *val, struct qp_err *err)
+{
+	char num[24];
+	long long rtk;
+	bool b;
+
+	if (!strcmp(key, "revisions_to_keep")) {
+		if (qp_parse_int(val, -1, INT_MAX, &rtk) < 0)
+			return qp_err_set(err, -EINVAL,
+					  "invalid revisions_to_keep '%s': not an integer >= -1", val);
+		snprintf(num, sizeof(num), "%lld", rtk);
+		if (qp_kv_set(&p->config, key, num) < 0)
+			return qp_err_set(err, -ENOMEM, "out of memory");
+		p->revisions_to_keep = (int)rtk;
+		return 0;
+	}
+	if (!strcmp(key, "ephemeral_volatile")) {
+		if (qp_parse_bool(val, &b) < 0)
+			return qp_err_set(err, -EINVAL,
+					  "invalid ephemeral_volatile '%s': not a boolean", val);
+		if (qp_kv_set(&p->config, key, b ? "True" : "False") < 0)
+			return qp_err_set(err, -ENOMEM, "out of memory");
+		p->ephemeral_volatile = b;
+		return 0;
+	}
+	return qp_err_set(err, -EINVAL, "setting option '%s' is not supported for pool '%s'", key,
+			  p->name);
 }

@@ -207,36 +207,6 @@ static int reflink_pool_usage(struct qp_pool *p, uint64_t *size, uint64_t *usage
 	return 0;
 }
 
-static int reflink_pool_set(struct qp_pool *p, const char *key, const char *val,
-			    struct qp_err *err)
-{
-	char num[24];
-	long long rtk;
-	bool b;
-
-	if (!strcmp(key, "revisions_to_keep")) {
-		if (qp_parse_int(val, -1, INT_MAX, &rtk) < 0)
-			return qp_err_set(err, -EINVAL,
-					  "invalid revisions_to_keep '%s': not an integer >= -1", val);
-		snprintf(num, sizeof(num), "%lld", rtk);
-		if (qp_kv_set(&p->config, key, num) < 0)
-			return qp_err_set(err, -ENOMEM, "out of memory");
-		p->revisions_to_keep = (int)rtk;
-		return 0;
-	}
-	if (!strcmp(key, "ephemeral_volatile")) {
-		if (qp_parse_bool(val, &b) < 0)
-			return qp_err_set(err, -EINVAL,
-					  "invalid ephemeral_volatile '%s': not a boolean", val);
-		if (qp_kv_set(&p->config, key, b ? "True" : "False") < 0)
-			return qp_err_set(err, -ENOMEM, "out of memory");
-		p->ephemeral_volatile = b;
-		return 0;
-	}
-	return qp_err_set(err, -EINVAL, "setting option '%s' is not supported for pool '%s'", key,
-			  p->name);
-}
-
 const struct qp_driver qp_driver_reflink = {
 	.name = "file-reflink",
 	.params = reflink_params,
@@ -247,7 +217,7 @@ const struct qp_driver qp_driver_reflink = {
 	.pool_setup = reflink_pool_setup,
 	.pool_state = reflink_pool_state,
 	.pool_usage = reflink_pool_usage,
-	.pool_set = reflink_pool_set,
+	.pool_set = qp_pool_set_base,
 	.vol_vid = reflink_vol_vid,
 	.vol_create = reflink_vol_create,
 	.vol_remove = reflink_vol_remove,
