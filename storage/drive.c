@@ -717,18 +717,30 @@ static int pool_busy(struct qp_state *st, struct qp_pool *p, struct qp_err *err)
 	return 0;
 }
 
-int qp_pool_attach(struct qp_state *st, const char *name, struct qp_err *err)
+/* The pool @name, if its driver can attach (or, with !attach, detach) it. */
+static int pool_for(struct qp_state *st, const char *name, bool attach, struct qp_pool **out,
+		    struct qp_err *err)
 {
 	struct qp_pool *p = qp_pool_find(st, name);
-	int r;
 
 	if (!p)
 		return qp_err_set(err, -ENOENT, "pool '%s' does not exist", name);
 	if (!p->drv)
 		return qp_err_set(err, -ENOTSUP, "pool '%s' has an unknown driver", name);
-	if (!p->drv->pool_attach)
-		return qp_err_set(err, -EOPNOTSUPP, "pool '%s' cannot be attached: driver '%s'",
-				  name, p->drv->name);
+	if (!(attach ? p->drv->pool_attach : p->drv->pool_detach))
+		return qp_err_set(err, -EOPNOTSUPP, "pool '%s' cannot be %s: driver '%s'", name,
+				  attach ? "attached" : "detached", p->drv->name);
+	*out = p;
+	return 0;
+}
+
+int qp_pool_attach(struct qp_state *st, const char *name, struct qp_err *err)
+{
+	struct qp_pool *p;
+	int r = pool_for(st, name, true, &p, err);
+
+	if (r < 0)
+		return r;
 	r = p->drv->pool_attach(p, err);
 	if (r < 0)
 		return qp_err_prefix(err, "cannot attach pool '%s'", name);
@@ -737,16 +749,11 @@ int qp_pool_attach(struct qp_state *st, const char *name, struct qp_err *err)
 
 int qp_pool_detach(struct qp_state *st, const char *name, struct qp_err *err)
 {
-	struct qp_pool *p = qp_pool_find(st, name);
-	int r;
+	struct qp_pool *p;
+	int r = pool_for(st, name, false, &p, err);
 
-	if (!p)
-		return qp_err_set(err, -ENOENT, "pool '%s' does not exist", name);
-	if (!p->drv)
-		return qp_err_set(err, -ENOTSUP, "pool '%s' has an unknown driver", name);
-	if (!p->drv->pool_detach)
-		return qp_err_set(err, -EOPNOTSUPP, "pool '%s' cannot be detached: driver '%s'",
-				  name, p->drv->name);
+	if (r < 0)
+		return r;
 	r = pool_busy(st, p, err);
 	if (r < 0)
 		return qp_err_prefix(err, "cannot detach pool '%s'", name);
