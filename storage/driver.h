@@ -74,6 +74,9 @@ struct qp_driver {
 	 * running copies of volumes that are not saved on stop, keep dirty
 	 * origins for the next start to resume. */
 	int (*vol_recover)(struct qp_volume *v, struct qp_err *err);
+	/* Drops the running copy of a save_on_stop volume without committing
+	 * it (a start that failed on a later volume). */
+	int (*vol_discard)(struct qp_volume *v, struct qp_err *err);
 	/* OPTIONAL: pools on external drives (storage/drive.c): makes the pool
 	 * online (unlock, mount or activate), and the reverse.  Detach is only
 	 * called when no VM using the pool is started. */

@@ -516,13 +516,19 @@ static int check_sources(struct qp_domain *d, struct qp_err *err)
 	return 0;
 }
 
-static void undo_start(struct qp_domain *d, size_t n)
+/* Undoes the first @n volume starts: a running copy made by this start goes,
+ * one resumed from a crash (@resumed) stays for the next start. */
+static void undo_start(struct qp_domain *d, size_t n, const bool *resumed)
 {
 	while (n-- > 0) {
 		struct qp_err ignore;
 		struct qp_volume *v = d->vols[n];
+		const struct qp_driver *drv = v->pool->drv;
 
-		v->pool->drv->vol_recover(v, &ignore);
+		if (v->save_on_stop && !resumed[n] && drv->vol_discard)
+			drv->vol_discard(v, &ignore);
+		else
+			drv->vol_recover(v, &ignore);
 	}
 }
 
@@ -531,6 +537,7 @@ int qp_vm_start(struct qp_state *st, const char *name, struct qp_attach **out, s
 {
 	struct qp_domain *d = qp_dom_find(st, name);
 	struct qp_attach *att = NULL;
+	bool *resumed = NULL;
 	size_t started = 0;
 	int r;
 
@@ -546,12 +553,17 @@ int qp_vm_start(struct qp_state *st, const char *name, struct qp_attach **out, s
 	if (r < 0)
 		return r;
 	att = calloc(d->n_vols ? d->n_vols : 1, sizeof(*att));
-	if (!att)
-		return qp_err_set(err, -ENOMEM, "out of memory");
+	resumed = calloc(d->n_vols ? d->n_vols : 1, sizeof(*resumed));
+	if (!att || !resumed) {
+		r = qp_err_set(err, -ENOMEM, "out of memory");
+		goto undo;
+	}
 	for (; started < d->n_vols; started++) {
 		struct qp_volume *v = d->vols[started];
 
-		r = v->pool->drv->vol_start(v, err);
+		r = v->pool->drv->vol_is_dirty(v, &resumed[started], err);
+		if (r == 0)
+			r = v->pool->drv->vol_start(v, err);
 		if (r < 0) {
 			qp_err_prefix(err, "cannot start volume '%s:%s'", name, v->name);
 			goto undo;
@@ -580,10 +592,13 @@ int qp_vm_start(struct qp_state *st, const char *name, struct qp_attach **out, s
 	}
 	*out = att;
 	*n_out = d->n_vols;
+	free(resumed);
 	return 0;
 undo:
-	undo_start(d, started);
+	if (resumed)
+		undo_start(d, started, resumed);
 	qp_attach_free(att, d->n_vols);
+	free(resumed);
 	return r;
 }
 

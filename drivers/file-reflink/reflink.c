@@ -236,6 +236,7 @@ const struct qp_driver qp_driver_reflink = {
 	.vol_import_end = reflink_vol_import_end,
 	.vol_import_volume = reflink_vol_import_volume,
 	.vol_recover = reflink_vol_recover,
+	.vol_discard = reflink_vol_discard,
 	.pool_attach = reflink_pool_attach,
 	.pool_detach = reflink_pool_detach,
 };

@@ -104,5 +104,6 @@ int reflink_vol_import_begin(struct qp_volume *v, uint64_t size, char **out, str
 int reflink_vol_import_end(struct qp_volume *v, bool ok, struct qp_err *err);
 int reflink_vol_import_volume(struct qp_volume *v, struct qp_volume *src, struct qp_err *err);
 int reflink_vol_recover(struct qp_volume *v, struct qp_err *err);
+int reflink_vol_discard(struct qp_volume *v, struct qp_err *err);
 
 #endif

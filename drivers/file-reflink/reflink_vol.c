@@ -684,3 +684,20 @@ int reflink_vol_recover(struct qp_volume *v, struct qp_err *err)
 	reflink_paths_release(&p);
 	return ret;
 }
+
+int reflink_vol_discard(struct qp_volume *v, struct qp_err *err)
+{
+	struct reflink_paths p;
+	int ret;
+
+	if (!v->save_on_stop)
+		return reflink_vol_recover(v, err);
+	ret = reflink_paths_get(v, &p, err);
+	if (ret < 0)
+		return ret;
+	ret = qp_unlink(p.dirty, err);
+	if (ret < 0)
+		qp_err_prefix(err, "cannot discard volume '%s:%s'", reflink_vm_name(v), v->name);
+	reflink_paths_release(&p);
+	return ret;
+}

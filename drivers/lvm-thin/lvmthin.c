@@ -183,4 +183,5 @@ const struct qp_driver qp_driver_lvmthin = {
 	.vol_import_end = lvmthin_vol_import_end,
 	.vol_import_volume = lvmthin_vol_import_volume,
 	.vol_recover = lvmthin_vol_recover,
+	.vol_discard = lvmthin_vol_discard,
 };

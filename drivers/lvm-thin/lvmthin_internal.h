@@ -156,5 +156,6 @@ int lvmthin_vol_import_begin(struct qp_volume *v, uint64_t size, char **out, str
 int lvmthin_vol_import_end(struct qp_volume *v, bool ok, struct qp_err *err);
 int lvmthin_vol_import_volume(struct qp_volume *v, struct qp_volume *src, struct qp_err *err);
 int lvmthin_vol_recover(struct qp_volume *v, struct qp_err *err);
+int lvmthin_vol_discard(struct qp_volume *v, struct qp_err *err);
 
 #endif

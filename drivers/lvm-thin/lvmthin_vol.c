@@ -920,3 +920,20 @@ int lvmthin_vol_recover(struct qp_volume *v, struct qp_err *err)
 	lvmthin_ctx_release(&c);
 	return ret;
 }
+
+int lvmthin_vol_discard(struct qp_volume *v, struct qp_err *err)
+{
+	struct lvmthin_vctx c;
+	int ret;
+
+	if (!v->save_on_stop || v->snap_on_start)
+		return lvmthin_vol_recover(v, err);
+	ret = lvmthin_ctx_get(v, &c, err);
+	if (ret < 0)
+		return ret;
+	ret = lvmthin_lv_remove1(&c, c.snap, "lvmthin-discard", err);
+	if (ret < 0)
+		qp_err_prefix(err, "cannot discard volume '%s:%s'", lvmthin_vm_name(v), v->name);
+	lvmthin_ctx_release(&c);
+	return ret;
+}

@@ -363,6 +363,46 @@ t_full_fs() {
 	no_stray "$mnt/pool"
 }
 
+# A start that fails on a later volume leaves no running copy of the earlier
+# ones; a running copy resumed from a crash survives such a failure.
+t_failed_start() {
+	assert_ok qp vm create --class TemplateVM t
+	dd if=/dev/urandom of="$TEST_TMP/priv" bs=$MiB count=2 2>/dev/null
+	assert_ok qp volume import t:private "$TEST_TMP/priv"
+	dir=$(find "$QPOOL_ROOT" -type f -name 'private.img' -path '*/t/*' -exec dirname {} \;)
+	[ -d "$dir" ] || _qp_failed "no volume folder of t under $QPOOL_ROOT"
+	# An obstacle where the volatile volume goes: its start fails.
+	mkdir -p "$dir/volatile-dirty.img/obstacle"
+	xml_keep
+	qp_run qp vm start t
+	assert_eq "$QP_RC" 1 "exit status of a start that fails on volatile"
+	assert_match "^qpool: .*volatile" "$QP_STDERR"
+	xml_same vm start t
+	assert_eq "$(vm_state t)" Halted "state after the failed start"
+	assert_not_exists "$dir/root-dirty.img"
+	assert_not_exists "$dir/private-dirty.img"
+	assert_eq "$(qp volume info t:private is_dirty)" False "private is_dirty after the failed start"
+	rmdir "$dir/volatile-dirty.img/obstacle" "$dir/volatile-dirty.img"
+
+	# A run that ends in a crash leaves its data in the running copy.
+	assert_ok qp vm start t
+	dev=$(printf '%s\n' "$QP_STDOUT" | awk '$1 == "private" { print $2 }')
+	[ -n "$dev" ] || _qp_failed "no private path in: $QP_STDOUT"
+	printf 'written before the crash' | dd of="$dev" conv=notrunc,fsync 2>/dev/null
+	rm -f "$dir/volatile-dirty.img"
+	mkdir -p "$dir/volatile-dirty.img/obstacle"
+	# Another boot: the failed start keeps the resumed copy.
+	QPOOL_BOOT_ID=another-boot qp_run qp vm start t
+	assert_eq "$QP_RC" 1 "exit status of the failed start after a crash"
+	assert_exists "$dir/private-dirty.img"
+	rmdir "$dir/volatile-dirty.img/obstacle" "$dir/volatile-dirty.img"
+	QPOOL_BOOT_ID=another-boot assert_ok qp vm start t
+	QPOOL_BOOT_ID=another-boot assert_ok qp vm stop t
+	assert_ok qp volume export t:private "$TEST_TMP/out"
+	assert_eq "$(head -c 24 "$TEST_TMP/out")" "written before the crash" \
+		"private after the resumed run"
+}
+
 qp_test unknown_objects t_unknown
 qp_test invalid_names t_invalid_names
 qp_test usage_errors t_usage_errors
@@ -371,4 +411,5 @@ qp_test aliases t_aliases
 qp_test ext4_needs_setup_check t_ext4_needs_setup_check
 qp_test pool_remove_in_use t_pool_remove_in_use
 qp_test full_filesystem t_full_fs
+qp_test failed_start t_failed_start
 qp_done

@@ -9,6 +9,9 @@
 #                  started AppVM, DispVM and template and a stale -import:
 #                  disposable copies and staging are removed, dirty origins
 #                  resumed
+#   failed-start   a start that fails on a later volume (an open LV where its
+#                  volatile volume goes) leaves no running copy of the
+#                  earlier ones
 #
 # The two devices are halves of one disk (device-mapper linear targets), so
 # the script needs one free disk: $LVM_EXTRA_DISK, else the last of the VM's
@@ -218,7 +221,36 @@ t_crash_cleanup() {
 	unset QPOOL_BOOT_ID
 }
 
-for t in two-pools out-of-space crash-cleanup; do
+# ---- a start that fails on a later volume ------------------------------------
+
+t_failed_start() {
+	ok vm create --class TemplateVM -P pa ft
+	lvcreate -q -T xa/pool -V 8M -n vm-ft-volatile >/dev/null 2>&1 || die "cannot make the obstacle"
+	sleep 300 <"/dev/xa/vm-ft-volatile" &
+	holder=$!
+	n=0
+	until [ "$(dmsetup info -c --noheadings -o open xa-vm--ft--volatile 2>/dev/null | tr -d ' ')" = 1 ]; do
+		n=$((n + 1))
+		[ $n -lt 50 ] || die "the obstacle is not held open"
+		sleep 0.1
+	done
+	q vm start ft >/dev/null 2>"$T/err"
+	rc=$?
+	kill $holder
+	wait $holder 2>/dev/null
+	[ $rc = 1 ] || die "start with an open volatile LV: exit status $rc"
+	echo "  # $(cat "$T/err")"
+	for lv in vm-ft-root-snap vm-ft-private-snap; do
+		has_lv xa $lv && die "running copy $lv left by the failed start"
+	done
+	ok volume info ft:private is_dirty
+	[ "$(cat "$T/out")" = False ] || die "private dirty after the failed start"
+	ok vm start ft
+	ok vm stop ft
+	ok vm remove ft
+}
+
+for t in two-pools out-of-space crash-cleanup failed-start; do
 	fn=t_$(echo $t | tr - _)
 	if ($fn) >"$T/log.$t" 2>&1; then
 		vm_pass lvm-extra/$t
