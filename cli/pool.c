@@ -374,20 +374,23 @@ static const struct cli_cmd pool_cmds[] = {
 	{ "add", { "a", NULL }, pool_add, "POOL DRIVER [-o KEY=VALUE[,KEY=VALUE...]]...",
 	  "add a storage pool",
 	  "\nCreates pool POOL with driver DRIVER (see 'drivers' for the drivers and their\n"
-	  "options) and records it in the state.\n"
+	  "options) and records it in the state.  With option device=UUID=...|LABEL=...|\n"
+	  "/dev/... (and key_file=FILE for LUKS) the pool lives on an external drive:\n"
+	  "file-reflink mounts its filesystem, lvm_thin activates its volume group.\n"
 	  "\noptions:\n"
 	  "  -o, --option KEY=VALUE[,...]  driver option; may be repeated\n"
 	  "  -h, --help                    show this help and exit\n" },
 	{ "attach", { NULL }, pool_attach, "POOL...", "bring pools on external drives online",
 	  "\nFinds each POOL's drive (option device), unlocks it when it is LUKS (with\n"
 	  "option key_file, else a passphrase asked on the terminal), checks that it\n"
-	  "holds the pool's filesystem (fs_uuid) and mounts it.  An online pool is left\n"
-	  "as it is.\n"
+	  "holds the pool's filesystem (fs_uuid) or volume group (vg_uuid) and mounts it\n"
+	  "or activates the group.  An online pool is left as it is.\n"
 	  "\noptions:\n"
 	  "  -h, --help  show this help and exit\n" },
 	{ "detach", { NULL }, pool_detach, "POOL...", "take pools on external drives offline",
-	  "\nUnmounts each POOL's filesystem and locks its LUKS device, so the drive can\n"
-	  "be unplugged.  Refused while a VM with a volume in the pool is running.\n"
+	  "\nUnmounts each POOL's filesystem (or deactivates its volume group) and locks\n"
+	  "its LUKS device, so the drive can be unplugged.  Refused while a VM with a\n"
+	  "volume in the pool is running.\n"
 	  "\noptions:\n"
 	  "  -h, --help  show this help and exit\n" },
 	{ "drivers", { "d", NULL }, pool_drivers, "", "list the pool drivers and their options",

@@ -105,6 +105,26 @@ int qp_drive_spec_valid(const char *spec)
 	return spec[0] == '/' ? 0 : -EINVAL;
 }
 
+int qp_drive_opts_check(struct qp_pool *p, struct qp_err *err)
+{
+	const char *dev = qp_kv_get(&p->config, "device");
+	const char *key = qp_kv_get(&p->config, "key_file");
+
+	if (!dev)
+		return key ? qp_err_set(err, -EINVAL,
+					"option 'key_file' of pool '%s' needs option 'device'",
+					p->name)
+			   : 0;
+	if (qp_drive_spec_valid(dev) < 0)
+		return qp_err_set(err, -EINVAL,
+				  "invalid device '%s' for pool '%s': expected UUID=, LABEL=, "
+				  "PARTUUID=, PARTLABEL= or a /dev path", dev, p->name);
+	if (key && key[0] != '/')
+		return qp_err_set(err, -EINVAL, "invalid key_file '%s' for pool '%s': not an absolute path",
+				  key, p->name);
+	return 0;
+}
+
 /* Every device whose tag matches: a fresh probe of /proc/partitions (the
  * cache file is /dev/null, so no stale answer from an earlier boot). */
 static int find_by_tag(const char *spec, char **out, struct qp_err *err)
@@ -552,6 +572,21 @@ out:
 	crypt_free(cd);
 	free(name);
 	return r;
+}
+
+bool qp_drive_readable(const char *dev)
+{
+	void *buf = NULL;
+	bool ok = false;
+	int fd = open(dev, O_RDONLY | O_DIRECT | O_CLOEXEC | O_NONBLOCK);
+
+	if (fd < 0)
+		return false;
+	if (posix_memalign(&buf, 4096, 4096) == 0)
+		ok = pread(fd, buf, 4096, 0) == 4096;
+	free(buf);
+	close(fd);
+	return ok;
 }
 
 int qp_drive_close(struct qp_pool *p, struct qp_err *err)

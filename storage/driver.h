@@ -128,6 +128,9 @@ char *qp_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* 0 when @spec has one of the forms above, else -EINVAL. */
 int qp_drive_spec_valid(const char *spec);
+/* Checks the pool's device and key_file options (key_file needs device and
+ * an absolute path). */
+int qp_drive_opts_check(struct qp_pool *p, struct qp_err *err);
 /* The one device @spec names; *out owned.  -ENODEV when absent, -ENOTUNIQ
  * when several devices match. */
 int qp_drive_find(const char *spec, char **out, struct qp_err *err);
@@ -150,6 +153,9 @@ int qp_drive_state(struct qp_pool *p, const char *dir, enum qp_pool_state *out,
  * "qpool-<pool>"); *out is the device holding the content, *fs_type
  * (optional) its type; both owned. */
 int qp_drive_open(struct qp_pool *p, char **out, char **fs_type, struct qp_err *err);
+/* Whether @dev reads (its first block, with O_DIRECT so that no cached copy
+ * hides a device that has gone). */
+bool qp_drive_readable(const char *dev);
 /* Closes the pool's LUKS mapping; an absent one is success. */
 int qp_drive_close(struct qp_pool *p, struct qp_err *err);
 /* "qpool-<pool>"; NULL on ENOMEM. */

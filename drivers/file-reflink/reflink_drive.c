@@ -32,25 +32,22 @@ int reflink_drive_init(struct qp_pool *p, struct qp_err *err)
 {
 	struct reflink_pool *rp = reflink_to_pool(p);
 	const char *dev = qp_kv_get(&p->config, "device");
-	const char *key = qp_kv_get(&p->config, "key_file");
 	const char *mp = qp_kv_get(&p->config, "mount_point");
 	size_t len;
+	int r;
 
 	free(rp->mount_point);
 	rp->mount_point = NULL;
+	r = qp_drive_opts_check(p, err);
+	if (r < 0)
+		return r;
 	if (!dev) {
-		if (key || mp)
-			return qp_err_set(err, -EINVAL, "option '%s' of pool '%s' needs option 'device'",
-					  key ? "key_file" : "mount_point", p->name);
+		if (mp)
+			return qp_err_set(err, -EINVAL,
+					  "option 'mount_point' of pool '%s' needs option 'device'",
+					  p->name);
 		return 0;
 	}
-	if (qp_drive_spec_valid(dev) < 0)
-		return qp_err_set(err, -EINVAL,
-				  "invalid device '%s' for pool '%s': expected UUID=, LABEL=, "
-				  "PARTUUID=, PARTLABEL= or a /dev path", dev, p->name);
-	if (key && key[0] != '/')
-		return qp_err_set(err, -EINVAL, "invalid key_file '%s' for pool '%s': not an absolute path",
-				  key, p->name);
 	if (mp && mp[0] != '/')
 		return qp_err_set(err, -EINVAL,
 				  "invalid mount_point '%s' for pool '%s': not an absolute path", mp,
@@ -188,7 +185,7 @@ int reflink_pool_attach(struct qp_pool *p, struct qp_err *err)
 	const char *uuid = qp_kv_get(&p->config, "fs_uuid");
 	enum qp_pool_state ps;
 	struct qp_err ignore;
-	char *mdev, *u = NULL, *t = NULL;
+	char *mdev;
 	bool mounted;
 	int r;
 
@@ -206,11 +203,9 @@ int reflink_pool_attach(struct qp_pool *p, struct qp_err *err)
 	 * device is gone, and a mapping that no longer reads. */
 	qp_drive_umount(p, rp->mount_point, &ignore);
 	mdev = qp_strdupf("/dev/mapper/qpool-%s", p->name);
-	if (mdev && mapper_active(p) && qp_drive_probe(mdev, &u, &t) < 0)
+	if (mdev && mapper_active(p) && !qp_drive_readable(mdev))
 		qp_drive_close(p, &ignore);
 	free(mdev);
-	free(u);
-	free(t);
 	r = drive_mount(p, &mounted, err);
 	if (r < 0)
 		return r;

@@ -18,7 +18,8 @@
 #include <string.h>
 
 static const char *const lvmthin_params[] = {
-	"revisions_to_keep", "volume_group", "thin_pool", "ephemeral_volatile", NULL,
+	"revisions_to_keep", "volume_group", "thin_pool", "ephemeral_volatile", "device", "key_file",
+	NULL,
 };
 static const char *const lvmthin_required[] = { "volume_group", "thin_pool", NULL };
 
@@ -41,6 +42,7 @@ static int lvmthin_pool_init(struct qp_pool *p, struct qp_err *err)
 	const char *s;
 	long long rtk = 1;
 	bool eph = false;
+	int ret;
 
 	if (!vg || !*vg)
 		return qp_err_set(err, -EINVAL, "pool '%s' needs option 'volume_group'", p->name);
@@ -52,6 +54,9 @@ static int lvmthin_pool_init(struct qp_pool *p, struct qp_err *err)
 	if (!lvmthin_name_valid(tp))
 		return qp_err_set(err, -EINVAL, "invalid thin_pool '%s' for pool '%s'", tp,
 				  p->name);
+	ret = qp_drive_opts_check(p, err);
+	if (ret < 0)
+		return ret;
 	s = qp_kv_get(&p->config, "revisions_to_keep");
 	if (s && qp_parse_int(s, -1, INT_MAX, &rtk) < 0)
 		return qp_err_set(
@@ -105,9 +110,16 @@ static int find_thin_pool(struct lvmthin_pool *lp, const struct lvmthin_lv **out
 static int lvmthin_pool_setup(struct qp_pool *p, struct qp_err *err)
 {
 	const struct lvmthin_lv *l;
-	int ret = find_thin_pool(lvmthin_to_pool(p), &l, err);
+	int ret = lvmthin_drive_setup(p, err);
 
-	return ret < 0 ? qp_err_prefix(err, "cannot use pool '%s'", p->name) : 0;
+	if (ret < 0)
+		return qp_err_prefix(err, "cannot use pool '%s'", p->name);
+	ret = find_thin_pool(lvmthin_to_pool(p), &l, err);
+	if (ret < 0) {
+		lvmthin_drive_undo(p);
+		return qp_err_prefix(err, "cannot use pool '%s'", p->name);
+	}
+	return 0;
 }
 
 static int lvmthin_pool_state(struct qp_pool *p, enum qp_pool_state *out, struct qp_err *err)
@@ -116,11 +128,9 @@ static int lvmthin_pool_state(struct qp_pool *p, enum qp_pool_state *out, struct
 	int ret = find_thin_pool(lvmthin_to_pool(p), &l, err);
 
 	*out = QP_POOL_ONLINE;
-	if (ret == -ENOENT) {
-		*out = QP_POOL_OFFLINE;
-		return 0;
-	}
-	return ret < 0 ? qp_err_prefix(err, "cannot check pool '%s'", p->name) : 0;
+	if (ret < 0 && ret != -ENOENT)
+		return qp_err_prefix(err, "cannot check pool '%s'", p->name);
+	return lvmthin_drive_state(p, ret == 0, out, err);
 }
 
 static int lvmthin_pool_usage(struct qp_pool *p, uint64_t *size, uint64_t *usage,
@@ -184,4 +194,6 @@ const struct qp_driver qp_driver_lvmthin = {
 	.vol_import_volume = lvmthin_vol_import_volume,
 	.vol_recover = lvmthin_vol_recover,
 	.vol_discard = lvmthin_vol_discard,
+	.pool_attach = lvmthin_pool_attach,
+	.pool_detach = lvmthin_pool_detach,
 };

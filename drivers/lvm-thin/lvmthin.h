@@ -22,6 +22,8 @@
 
 #include "qpool.h"
 
+#include <stdbool.h>
+
 struct lvmthin_report;
 
 struct lvmthin_pool {
@@ -29,6 +31,8 @@ struct lvmthin_pool {
 	char *vg;
 	char *thin_pool;
 	struct lvmthin_report *rep; /* cached report of vg, NULL when not read */
+	bool uuid_ok;		    /* the group's UUID was found to be vg_uuid */
+	bool opened_here;	    /* pool_setup unlocked the drive */
 };
 
 extern const struct qp_driver qp_driver_lvmthin;

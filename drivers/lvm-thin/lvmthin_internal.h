@@ -156,6 +156,19 @@ int lvmthin_vol_import_begin(struct qp_volume *v, uint64_t size, char **out, str
 int lvmthin_vol_import_end(struct qp_volume *v, bool ok, struct qp_err *err);
 int lvmthin_vol_import_volume(struct qp_volume *v, struct qp_volume *src, struct qp_err *err);
 int lvmthin_vol_recover(struct qp_volume *v, struct qp_err *err);
+
+/* ---- lvmthin_drive.c: pools on external drives --------------------------- */
+
+/* With option device: unlocks the drive, checks its volume group, activates
+ * it and records vg_uuid.  Nothing without device. */
+int lvmthin_drive_setup(struct qp_pool *p, struct qp_err *err);
+/* Undoes lvmthin_drive_setup after a later failure of pool_setup. */
+void lvmthin_drive_undo(struct qp_pool *p);
+/* The state given whether the thin pool was @found in the group. */
+int lvmthin_drive_state(struct qp_pool *p, bool found, enum qp_pool_state *out,
+			struct qp_err *err);
+int lvmthin_pool_attach(struct qp_pool *p, struct qp_err *err);
+int lvmthin_pool_detach(struct qp_pool *p, struct qp_err *err);
 int lvmthin_vol_discard(struct qp_volume *v, struct qp_err *err);
 
 #endif

@@ -10,6 +10,9 @@
 # vm_disk_dev N: the device of disk N (0 -> /dev/vda, 1 -> /dev/vdb...).
 # vm_unplug N [SECONDS]: removes disk N (qemu id diskN) at run time and waits
 #	(default 30 s) for its device to vanish; returns 1 if it stays.
+# vm_replug N [SECONDS]: adds disk N back (its image in $QP_VM_HOST_DIR,
+#	qemu id diskNb) and prints the name of the new block device; returns 1
+#	when none appears in time (default 30 s).
 # vm_status: 0 when no vm_fail was printed.
 
 VM_NFAIL=0
@@ -32,10 +35,10 @@ vm_skip() {
 vm_step() {
 	_vm_n=$1
 	shift
-	if "$@" >"$VM_LOG" 2>&1; then
+	"$@" >"$VM_LOG" 2>&1 && {
 		vm_pass "$_vm_n"
 		return 0
-	fi
+	}
 	_vm_rc=$?
 	vm_fail "$_vm_n" "'$*' exited $_vm_rc"
 	sed 's/^/  # /' "$VM_LOG" | tail -n 30
@@ -61,6 +64,27 @@ vm_unplug() {
 		_vm_t=$((_vm_t - 1))
 	done
 	[ ! -b "$_vm_d" ]
+}
+
+vm_replug() {
+	_vm_before=$(ls /sys/block | tr '\n' ' ')
+	_vm_t=$((${2:-30} * 10))
+	vm_host "drive_add 0 if=none,id=drive$1b,file=$QP_VM_HOST_DIR/disk$1.img,format=raw,cache=unsafe" >&2
+	vm_host "device_add virtio-blk-pci,drive=drive$1b,id=disk$1b" >&2
+	while [ "$_vm_t" -gt 0 ]; do
+		sleep 0.1
+		for _vm_b in $(ls /sys/block); do
+			case " $_vm_before " in
+			*" $_vm_b "*) ;;
+			*)
+				echo "$_vm_b"
+				return 0
+				;;
+			esac
+		done
+		_vm_t=$((_vm_t - 1))
+	done
+	return 1
 }
 
 vm_status() {

@@ -140,22 +140,7 @@ if [ -z "${QP_VM_HOST_DIR:-}" ]; then
 fi
 
 t_replug() {
-	before=$(ls /sys/block)
-	vm_host >&3 "drive_add 0 if=none,id=drive${N}b,file=$QP_VM_HOST_DIR/disk$N.img,format=raw,cache=unsafe"
-	vm_host >&3 "device_add virtio-blk-pci,drive=drive${N}b,id=disk${N}b"
-	i=0
-	new=
-	while [ -z "$new" ] && [ $i -lt 300 ]; do
-		sleep 0.1
-		for b in $(ls /sys/block); do
-			case " $(echo $before) " in
-			*" $b "*) ;;
-			*) new=$b ;;
-			esac
-		done
-		i=$((i + 1))
-	done
-	[ -n "$new" ] || die "the disk did not come back"
+	new=$(vm_replug "$N" 2>&3) || die "the disk did not come back"
 	echo "  # the disk came back as /dev/$new"
 	ok pool attach ext
 	[ "$(state)" = online ] || die "state $(state) after attach"
