@@ -22,7 +22,9 @@ struct qp_driver {
 	/* Volumes whose content the pool manages (linux-kernel): the core
 	 * refuses resize, import, clone, revert, clear and making them
 	 * writable, and lets their content be exported although they are
-	 * neither saved on stop nor snapshots. */
+	 * neither saved on stop nor snapshots.  Their vol_stop and vol_remove
+	 * must touch nothing: an offline pool of this kind does not hold up
+	 * stopping or removing a VM. */
 	bool read_only;
 
 	/* Parses p->config into the driver's fields.  Touches no disk. */

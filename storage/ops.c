@@ -52,6 +52,13 @@ int qp_dom_halted(const struct qp_domain *d, struct qp_err *err)
 	return 0;
 }
 
+/* A volume of a read-only pool (driver.h): stopping or removing it touches
+ * nothing, so its pool need not be online for that. */
+static bool vol_passive(const struct qp_volume *v)
+{
+	return v->pool && v->pool->drv && v->pool->drv->read_only;
+}
+
 /* ---- pools -------------------------------------------------------------- */
 
 static bool in_list(const char *const *list, const char *s)
@@ -583,7 +590,7 @@ int qp_vm_remove(struct qp_state *st, const char *name, struct qp_err *err)
 					  st->doms[i]->name);
 	}
 	for (size_t i = 0; i < d->n_vols; i++) {
-		r = qp_vol_ready(d->vols[i], err);
+		r = vol_passive(d->vols[i]) ? 0 : qp_vol_ready(d->vols[i], err);
 		if (r < 0)
 			return qp_err_prefix(err, "cannot remove VM '%s'", name);
 	}
@@ -744,7 +751,7 @@ int qp_vm_stop(struct qp_state *st, const char *name, unsigned flags, struct qp_
 	if (!qp_dom_started(d))
 		return qp_err_set(err, -EINVAL, "VM '%s' is not running", name);
 	for (size_t i = 0; i < d->n_vols; i++) {
-		r = qp_vol_ready(d->vols[i], err);
+		r = vol_passive(d->vols[i]) ? 0 : qp_vol_ready(d->vols[i], err);
 		if (r < 0)
 			return qp_err_prefix(err, "cannot stop VM '%s'", name);
 	}

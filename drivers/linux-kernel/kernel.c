@@ -154,8 +154,8 @@ static int kernel_pool_set(struct qp_pool *p, const char *key, const char *val,
 static int read_only(const struct qp_volume *v, struct qp_err *err)
 {
 	return qp_err_set(err, -EROFS,
-			  "volume '%s:%s' is read-only: it is managed by kernel pool '%s'",
-			  v->vm ? v->vm->name : "", v->name, v->pool->name);
+			  "volume '%s:%s' is read-only: it is managed by %s pool '%s'",
+			  v->vm ? v->vm->name : "", v->name, v->pool->drv->name, v->pool->name);
 }
 
 /* DIR/VID/@file of @v into *out (owned); the vid must be valid. */

@@ -146,6 +146,12 @@ t_missing_kernel() {
 		qp vm create --template tpl --kernel 6.1.0 work
 	assert_ok qp pool remove lk
 	assert_ok qp vm create --template tpl --kernel 6.1.0 work
+	# the kernel folder gone while the VM runs: the stop still commits
+	assert_ok qp vm start work
+	mv "$TEST_TMP/k2" "$TEST_TMP/k2.away"
+	assert_ok qp vm stop work
+	assert_eq "$(qp vm list | awk '$1 == "work" { print $NF }')" Halted
+	mv "$TEST_TMP/k2.away" "$TEST_TMP/k2"
 	rm "$TEST_TMP/k2/6.1.0/vmlinuz"
 	fails_with "cannot start volume 'work:kernel': kernel '6\\.1\\.0' is not installed in pool 'lk2'" \
 		qp vm start work
@@ -155,6 +161,7 @@ t_missing_kernel() {
 	# the pool's folder gone: offline
 	rm -r "$TEST_TMP/k2"
 	fails_with "pool 'lk2' is offline" qp vm start work
+	assert_ok qp vm remove work
 }
 
 t_read_only() {
