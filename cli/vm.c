@@ -37,6 +37,7 @@ static int vm_create(const struct cli_ctx *ctx, const struct cli_cmd *cmd, int a
 		{ "label", required_argument, NULL, 'l' },
 		{ "pool", required_argument, NULL, 'P' },
 		{ "owner", required_argument, NULL, 'o' },
+		{ "kernel", required_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -48,7 +49,7 @@ static int vm_create(const struct cli_ctx *ctx, const struct cli_cmd *cmd, int a
 
 	if (cli_parse_init(&p, argc, argv) < 0)
 		return cli_error("out of memory");
-	while ((c = cli_parse_next(&p, ctx, cmd, "C:t:l:P:o:h", lo)) != -1) {
+	while ((c = cli_parse_next(&p, ctx, cmd, "C:t:l:P:o:k:h", lo)) != -1) {
 		switch (c) {
 		case 'C':
 			if (qp_class_parse(optarg, &spec.cls) < 0 || spec.cls == QP_ADMINVM) {
@@ -68,6 +69,9 @@ static int vm_create(const struct cli_ctx *ctx, const struct cli_cmd *cmd, int a
 			break;
 		case 'o':
 			spec.owner = optarg;
+			break;
+		case 'k':
+			spec.kernel = optarg;
 			break;
 		case 'h':
 			ret = cli_help(ctx, cmd);
@@ -129,6 +133,54 @@ static int vm_set_owner(const struct cli_ctx *ctx, const struct cli_cmd *cmd, in
 	if (ret)
 		goto out;
 	if (qp_vm_set_owner(st, p.pos[0], p.pos[1], &err) < 0)
+		ret = cli_fail(&err);
+	else
+		ret = CLI_OK;
+out:
+	qp_state_free(st);
+	cli_parse_release(&p);
+	return ret;
+}
+
+static int vm_set_kernel(const struct cli_ctx *ctx, const struct cli_cmd *cmd, int argc,
+			 char **argv)
+{
+	static const struct option lo[] = {
+		{ "default", no_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct qp_err err = { 0 };
+	struct qp_state *st = NULL;
+	struct cli_parse p;
+	bool dflt = false;
+	int want;
+	int c, ret;
+
+	if (cli_parse_init(&p, argc, argv) < 0)
+		return cli_error("out of memory");
+	while ((c = cli_parse_next(&p, ctx, cmd, "h", lo)) != -1) {
+		if (c == 'd') {
+			dflt = true;
+			continue;
+		}
+		ret = c == 'h' ? cli_help(ctx, cmd) : CLI_USAGE;
+		goto out;
+	}
+	want = dflt ? 1 : 2;
+	if (p.npos != want) {
+		ret = cli_usage(ctx, cmd, p.npos > want ? "too many arguments"
+				: dflt ? "missing VERSION" : "missing NAME or VERSION");
+		goto out;
+	}
+	if (!dflt && !qp_name_valid(p.pos[0])) {
+		ret = cli_error("invalid VM name '%s'", p.pos[0]);
+		goto out;
+	}
+	ret = cli_state_open(ctx, true, &st);
+	if (ret)
+		goto out;
+	if (qp_vm_set_kernel(st, dflt ? NULL : p.pos[0], p.pos[want - 1], &err) < 0)
 		ret = cli_fail(&err);
 	else
 		ret = CLI_OK;
@@ -299,12 +351,15 @@ out:
 
 static const struct cli_cmd vm_cmds[] = {
 	{ "create", { NULL }, vm_create,
-	  "[--class CLASS] [--template TEMPLATE] [--label LABEL] [-P POOL] [--owner UID[:GID]] NAME",
+	  "[--class CLASS] [--template TEMPLATE] [--label LABEL] [-P POOL] [--owner UID[:GID]]\n"
+	  "       [--kernel VERSION] NAME",
 	  "create a VM and its volumes",
 	  "\nCreates VM NAME with the volumes of its class: a TemplateVM or StandaloneVM\n"
 	  "gets its own root and private, an AppVM a snapshot of its template's root and its\n"
 	  "own private, a DispVM snapshots of its template's root and private; every VM gets\n"
-	  "a volatile volume.\n"
+	  "a volatile volume.  When the VM has a kernel (--kernel, else its template's,\n"
+	  "else the default kernel) and a pool of driver linux-kernel exists, it also gets\n"
+	  "a read-only kernel volume in that pool (default_pool_kernel, else the only one).\n"
 	  "\noptions:\n"
 	  "  --class CLASS        TemplateVM, StandaloneVM, AppVM (default) or DispVM\n"
 	  "  --template TEMPLATE  template VM (required for AppVM and DispVM)\n"
@@ -312,7 +367,17 @@ static const struct cli_cmd vm_cmds[] = {
 	  "  -P, --pool POOL      pool of the new volumes (default: the default pool)\n"
 	  "  --owner UID[:GID]    owner of the VM's files under qpoold (default: root;\n"
 	  "                       GID defaults to UID's primary group)\n"
+	  "  --kernel VERSION     kernel version, installed in the kernel pool (\"\" for none)\n"
 	  "  -h, --help           show this help and exit\n" },
+	{ "set-kernel", { NULL }, vm_set_kernel, "NAME VERSION | --default VERSION",
+	  "set the kernel of a halted VM, or the default kernel",
+	  "\nSets the kernel version of halted VM NAME (\"\" for none) and the vid of its\n"
+	  "kernel volume, which is added when the VM has none.  The kernel must be\n"
+	  "installed in the kernel pool (a folder VERSION with a vmlinuz).  With --default,\n"
+	  "sets the default kernel of VMs created later without --kernel.\n"
+	  "\noptions:\n"
+	  "  --default   set the default kernel instead of a VM's\n"
+	  "  -h, --help  show this help and exit\n" },
 	{ "set-owner", { NULL }, vm_set_owner, "NAME UID[:GID]|none",
 	  "set or clear the owner of a VM's files",
 	  "\nSets the owner of VM NAME's folder and volume files in qpoold's tree (mode\n"

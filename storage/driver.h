@@ -19,6 +19,13 @@ struct qp_driver {
 	/* Options that must be given to `qvm-pool add`. */
 	const char *const *required;
 	size_t pool_size;
+	/* Volumes whose content the pool manages (linux-kernel): the core
+	 * refuses resize, import, clone, revert, clear and making them
+	 * writable, and lets their content be exported although they are
+	 * neither saved on stop nor snapshots.  Their vol_stop and vol_remove
+	 * must touch nothing: an offline pool of this kind does not hold up
+	 * stopping or removing a VM. */
+	bool read_only;
 
 	/* Parses p->config into the driver's fields.  Touches no disk. */
 	int (*pool_init)(struct qp_pool *p, struct qp_err *err);
@@ -48,7 +55,9 @@ struct qp_driver {
 	int (*vol_start)(struct qp_volume *v, struct qp_err *err);
 	/* Commits (save_on_stop) or discards the running copy. */
 	int (*vol_stop)(struct qp_volume *v, struct qp_err *err);
-	/* Path to attach while started; *out owned. */
+	/* Path to attach while started; *out owned.  -ENODATA (with @err
+	 * set) means the volume has nothing to attach: qp_vm_start leaves it
+	 * out of the list. */
 	int (*vol_block_device)(struct qp_volume *v, char **out, struct qp_err *err);
 	/* Path of the committed content; *out owned. */
 	int (*vol_export)(struct qp_volume *v, char **out, struct qp_err *err);

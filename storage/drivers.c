@@ -5,10 +5,12 @@
 
 extern const struct qp_driver qp_driver_reflink;
 extern const struct qp_driver qp_driver_lvmthin;
+extern const struct qp_driver qp_driver_kernel;
 
 const struct qp_driver *const qp_drivers[] = {
 	&qp_driver_reflink,
 	&qp_driver_lvmthin,
+	&qp_driver_kernel,
 	NULL,
 };
 

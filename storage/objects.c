@@ -99,6 +99,23 @@ struct qp_domain *qp_dom_template(const struct qp_domain *d)
 	return qp_dom_find(d->st, t);
 }
 
+const char *qp_dom_kernel(const struct qp_domain *d)
+{
+	const char *k;
+
+	/* A template chain is at most DispVM -> AppVM -> TemplateVM; the bound
+	 * guards against a loop in a damaged qubes.xml. */
+	for (int depth = 0; d && depth < 8; depth++) {
+		k = qp_kv_get(&d->props, "kernel");
+		if (k)
+			return k;
+		if (!qp_dom_template(d))
+			break;
+		d = qp_dom_template(d);
+	}
+	return d && d->st ? qp_kv_get(&d->st->props, "default_kernel") : NULL;
+}
+
 struct qp_volume *qp_dom_volume(const struct qp_domain *d, const char *name)
 {
 	for (size_t i = 0; i < d->n_vols; i++)

@@ -52,6 +52,13 @@ int qp_dom_halted(const struct qp_domain *d, struct qp_err *err)
 	return 0;
 }
 
+/* A volume of a read-only pool (driver.h): stopping or removing it touches
+ * nothing, so its pool need not be online for that. */
+static bool vol_passive(const struct qp_volume *v)
+{
+	return v->pool && v->pool->drv && v->pool->drv->read_only;
+}
+
 /* ---- pools -------------------------------------------------------------- */
 
 static bool in_list(const char *const *list, const char *s)
@@ -361,6 +368,129 @@ static int add_default_volumes(struct qp_domain *d, struct qp_pool *pool, struct
 	}
 }
 
+/* ---- kernels ------------------------------------------------------------ */
+
+int qp_kernel_pool(const struct qp_state *st, struct qp_pool **out, struct qp_err *err)
+{
+	const char *name = qp_kv_get(&st->props, "default_pool_kernel");
+
+	*out = NULL;
+	if (name && *name) {
+		*out = qp_pool_find(st, name);
+		if (!*out)
+			return qp_err_set(err, -ENOENT, "pool '%s' (default_pool_kernel) does not exist",
+					  name);
+		return 0;
+	}
+	for (size_t i = 0; i < st->n_pools; i++) {
+		struct qp_pool *p = st->pools[i];
+
+		if (!p->drv || strcmp(p->drv->name, "linux-kernel"))
+			continue;
+		if (*out) {
+			*out = NULL;
+			return qp_err_set(err, -EINVAL,
+					  "several pools of driver 'linux-kernel' (set default_pool_kernel)");
+		}
+		*out = p;
+	}
+	return 0;
+}
+
+/* Checks that kernel @version is installed in pool @p. */
+static int kernel_check(struct qp_pool *p, const char *version, struct qp_err *err)
+{
+	struct qp_volume tmp = { .name = "kernel", .pool = p, .vid = (char *)version,
+				 .ephemeral = -1 };
+	int r = qp_vol_ready(&tmp, err);
+
+	return r < 0 ? r : p->drv->vol_verify(&tmp, err);
+}
+
+/* Adds the kernel volume of new VM @d when it has a kernel (its own, its
+ * template's or the default) and a kernel pool exists.  @asked: the kernel
+ * was given for this VM, so a missing pool is an error. */
+static int add_kernel_volume(struct qp_state *st, struct qp_domain *d, bool asked,
+			     struct qp_err *err)
+{
+	const char *ver = qp_dom_kernel(d);
+	struct qp_pool *kp;
+	int r;
+
+	if (!ver || !*ver)
+		return 0;
+	r = qp_kernel_pool(st, &kp, err);
+	if (r < 0 || !kp) {
+		if (!asked)
+			return 0;
+		return r < 0 ? r : qp_err_set(err, -ENOENT,
+					      "no pool of driver 'linux-kernel' for kernel '%s'",
+					      ver);
+	}
+	r = add_volume(d, kp, "kernel", false, false, 0, NULL, err);
+	if (r < 0)
+		return r;
+	qp_dom_volume(d, "kernel")->rw = false;
+	return kernel_check(kp, ver, err);
+}
+
+int qp_vm_set_kernel(struct qp_state *st, const char *name, const char *version,
+		     struct qp_err *err)
+{
+	struct qp_pool *kp = NULL;
+	struct qp_domain *d;
+	struct qp_volume *v;
+	char *vid;
+	int r;
+
+	if (!name) {
+		r = qp_kernel_pool(st, &kp, err);
+		if (r == 0 && kp && *version)
+			r = kernel_check(kp, version, err);
+		if (r < 0)
+			return qp_err_prefix(err, "cannot set the default kernel");
+		if (qp_kv_set(&st->props, "default_kernel", version) < 0)
+			return qp_err_set(err, -ENOMEM, "out of memory");
+		return qp_state_save(st, err);
+	}
+	d = qp_dom_find(st, name);
+	if (!d)
+		return qp_err_set(err, -ENOENT, "VM '%s' does not exist", name);
+	if (d->cls == QP_ADMINVM)
+		return qp_err_set(err, -EINVAL, "VM '%s' is the AdminVM", name);
+	r = qp_dom_halted(d, err);
+	v = qp_dom_volume(d, "kernel");
+	if (r == 0 && v)
+		r = qp_vol_ready(v, err);
+	kp = v ? v->pool : NULL;
+	if (r == 0 && !v && *version) {
+		r = qp_kernel_pool(st, &kp, err);
+		if (r == 0 && !kp)
+			r = qp_err_set(err, -ENOENT, "no pool of driver 'linux-kernel'");
+	}
+	if (r == 0 && *version)
+		r = kernel_check(kp, version, err);
+	if (r < 0)
+		return qp_err_prefix(err, "cannot set the kernel of VM '%s'", name);
+	if (qp_kv_set(&d->props, "kernel", version) < 0)
+		return qp_err_set(err, -ENOMEM, "out of memory");
+	if (v) {
+		/* An empty vid is a kernel volume with no kernel, as Qubes keeps it. */
+		vid = strdup(version);
+		if (!vid)
+			return qp_err_set(err, -ENOMEM, "out of memory");
+		free(v->vid);
+		v->vid = vid;
+	} else if (*version) {
+		r = add_volume(d, kp, "kernel", false, false, 0, NULL, err);
+		if (r < 0)
+			return r;
+		qp_dom_volume(d, "kernel")->rw = false;
+		qp_state_link(st);
+	}
+	return qp_state_save(st, err);
+}
+
 int qp_vm_create(struct qp_state *st, const struct qp_vm_spec *spec, struct qp_err *err)
 {
 	struct qp_domain *d = NULL, *tpl = NULL;
@@ -391,8 +521,12 @@ int qp_vm_create(struct qp_state *st, const struct qp_vm_spec *spec, struct qp_e
 	r = set_create_props(st, d, spec, tpl, err);
 	if (r == 0 && spec->owner)
 		r = qp_dom_set_owner(d, spec->owner, err);
+	if (r == 0 && spec->kernel && qp_kv_set(&d->props, "kernel", spec->kernel) < 0)
+		r = qp_err_set(err, -ENOMEM, "out of memory");
 	if (r == 0)
 		r = add_default_volumes(d, pool, tpl, err);
+	if (r == 0)
+		r = add_kernel_volume(st, d, spec->kernel && *spec->kernel, err);
 	for (size_t i = 0; r == 0 && i < d->n_vols; i++)
 		r = qp_vol_ready(d->vols[i], err);
 	for (; r == 0 && created < d->n_vols; created++) {
@@ -456,7 +590,7 @@ int qp_vm_remove(struct qp_state *st, const char *name, struct qp_err *err)
 					  st->doms[i]->name);
 	}
 	for (size_t i = 0; i < d->n_vols; i++) {
-		r = qp_vol_ready(d->vols[i], err);
+		r = vol_passive(d->vols[i]) ? 0 : qp_vol_ready(d->vols[i], err);
 		if (r < 0)
 			return qp_err_prefix(err, "cannot remove VM '%s'", name);
 	}
@@ -538,7 +672,7 @@ int qp_vm_start(struct qp_state *st, const char *name, struct qp_attach **out, s
 	struct qp_domain *d = qp_dom_find(st, name);
 	struct qp_attach *att = NULL;
 	bool *resumed = NULL;
-	size_t started = 0;
+	size_t started = 0, n_att = 0;
 	int r;
 
 	*out = NULL;
@@ -572,12 +706,15 @@ int qp_vm_start(struct qp_state *st, const char *name, struct qp_attach **out, s
 	for (size_t i = 0; i < d->n_vols; i++) {
 		struct qp_volume *v = d->vols[i];
 
-		r = v->pool->drv->vol_block_device(v, &att[i].path, err);
-		if (r == 0 && !(att[i].volume = strdup(v->name)))
+		r = v->pool->drv->vol_block_device(v, &att[n_att].path, err);
+		if (r == -ENODATA)
+			continue;	/* nothing to attach (a kernel without modules) */
+		if (r == 0 && !(att[n_att].volume = strdup(v->name)))
 			r = qp_err_set(err, -ENOMEM, "out of memory");
+		att[n_att].rw = v->rw;
+		n_att++;
 		if (r < 0)
 			goto undo;
-		att[i].rw = v->rw;
 	}
 	d->started = strdup(qp_boot_id());
 	if (!d->started) {
@@ -591,7 +728,7 @@ int qp_vm_start(struct qp_state *st, const char *name, struct qp_attach **out, s
 		goto undo;
 	}
 	*out = att;
-	*n_out = d->n_vols;
+	*n_out = n_att;
 	free(resumed);
 	return 0;
 undo:
@@ -614,7 +751,7 @@ int qp_vm_stop(struct qp_state *st, const char *name, unsigned flags, struct qp_
 	if (!qp_dom_started(d))
 		return qp_err_set(err, -EINVAL, "VM '%s' is not running", name);
 	for (size_t i = 0; i < d->n_vols; i++) {
-		r = qp_vol_ready(d->vols[i], err);
+		r = vol_passive(d->vols[i]) ? 0 : qp_vol_ready(d->vols[i], err);
 		if (r < 0)
 			return qp_err_prefix(err, "cannot stop VM '%s'", name);
 	}

@@ -142,6 +142,10 @@ const char *qp_dom_prop(const struct qp_domain *d, const char *key);
 struct qp_domain *qp_dom_template(const struct qp_domain *d);
 struct qp_volume *qp_dom_volume(const struct qp_domain *d, const char *name);
 bool qp_dom_started(const struct qp_domain *d);
+/* The kernel version of @d: its property "kernel" when present (empty means
+ * none), else its template's, else the global default_kernel.  NULL or ""
+ * when it has none.  Borrowed. */
+const char *qp_dom_kernel(const struct qp_domain *d);
 
 /* ---- state (qubes.xml) ------------------------------------------------ */
 
@@ -231,10 +235,23 @@ struct qp_vm_spec {
 	const char *label;		/* NULL: red for AppVM/DispVM, black for templates */
 	const char *pool;		/* NULL: the default pool */
 	const char *owner;		/* "UID[:GID]" (see qp_owner_parse), or NULL */
+	const char *kernel;		/* kernel version (property "kernel"), or NULL */
 };
 int qp_vm_create(struct qp_state *st, const struct qp_vm_spec *spec, struct qp_err *err);
 /* Refused while started, or while other VMs use it as template. */
 int qp_vm_remove(struct qp_state *st, const char *name, struct qp_err *err);
+
+/* The pool of kernel volumes: the one named by the global property
+ * default_pool_kernel, else the only pool of driver linux-kernel.  *out is
+ * NULL (and 0 returned) when there is none; several without
+ * default_pool_kernel is an error. */
+int qp_kernel_pool(const struct qp_state *st, struct qp_pool **out, struct qp_err *err);
+/* Sets the kernel of halted VM @name (@version "" for none): the property
+ * "kernel" and the vid of its kernel volume, which is added when the VM has
+ * none and a kernel pool exists.  The kernel must be installed in that pool.
+ * With @name NULL, sets the global default_kernel instead.  Saves. */
+int qp_vm_set_kernel(struct qp_state *st, const char *name, const char *version,
+		     struct qp_err *err);
 
 struct qp_attach {
 	char *volume;

@@ -86,10 +86,20 @@ int qp_vol_export(struct qp_volume *v, char **path, struct qp_err *err)
 	*path = NULL;
 	if (r < 0)
 		return r;
-	if (!v->save_on_stop && !v->snap_on_start)
+	if (!v->save_on_stop && !v->snap_on_start && !v->pool->drv->read_only)
 		return qp_err_set(err, -ENOTSUP, "volume '%s:%s' is volatile and has no saved content",
 				  v->vm->name, v->name);
 	return v->pool->drv->vol_export(v, path, err);
+}
+
+/* Refuses changes to a volume whose content its pool manages. */
+static int check_managed(const struct qp_volume *v, struct qp_err *err)
+{
+	if (v->pool && v->pool->drv && v->pool->drv->read_only)
+		return qp_err_set(err, -EROFS,
+				  "volume '%s:%s' is read-only: it is managed by %s pool '%s'",
+				  v->vm->name, v->name, v->pool->drv->name, v->pool->name);
+	return 0;
 }
 
 /* Common preconditions of the operations that replace a volume's content. */
@@ -97,6 +107,8 @@ static int check_replace(struct qp_volume *v, const char *what, struct qp_err *e
 {
 	int r = qp_vol_ready(v, err);
 
+	if (r == 0)
+		r = check_managed(v, err);
 	if (r == 0)
 		r = qp_dom_halted(v->vm, err);
 	if (r == 0 && !v->save_on_stop)
@@ -146,6 +158,8 @@ int qp_vol_resize(struct qp_state *st, struct qp_volume *v, uint64_t size, unsig
 	if (flags & ~QP_RESIZE_FORCE)
 		return qp_err_set(err, -EINVAL, "unknown resize flags");
 	r = qp_vol_ready(v, err);
+	if (r == 0)
+		r = check_managed(v, err);
 	if (r < 0)
 		return r;
 	if (!v->rw)
@@ -379,6 +393,8 @@ int qp_vol_config(struct qp_state *st, struct qp_volume *v, const char *prop, co
 		if (qp_parse_bool(val, &b) < 0)
 			return qp_err_set(err, -EINVAL, "'%s' is not a boolean (True or False)", val);
 		r = qp_dom_halted(v->vm, err);
+		if (r == 0 && prop[0] == 'r' && b)
+			r = check_managed(v, err);
 		if (r == 0 && prop[0] == 'r')
 			v->rw = b;
 		if (r == 0 && prop[0] == 'e') {

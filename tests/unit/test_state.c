@@ -256,6 +256,11 @@ TEST(legacy_file)
 	CHECK_EQ_STR(qp_vol_kind(v), "volatile");
 	v = qp_dom_volume(d, "kernel");
 	CHECK(v && !v->rw && v->size == 0);
+	/* the kernel pool is served by the linux-kernel driver */
+	CHECK(v && v->pool && v->pool->drv && !strcmp(v->pool->drv->name, "linux-kernel"));
+	CHECK(v && v->pool && v->pool->drv && v->pool->drv->read_only);
+	/* an explicit empty kernel property wins over default_kernel */
+	CHECK_EQ_STR(qp_dom_kernel(d), "");
 	CHECK_EQ_INT(qp_vol_rtk(qp_dom_volume(d, "private")), 2);
 	CHECK_EQ_INT(qp_dom_volume(d, "root")->size, 10737418240ULL);
 
