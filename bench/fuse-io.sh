@@ -11,7 +11,14 @@
 # direct...) and the median of each side is kept.
 #
 # Runs on a loop-mounted btrfs image under a temporary folder with its own
-# state folder; everything is removed at the end.
+# state folder; everything is removed at the end.  Two tables, one per kind
+# of backing store:
+#   disk    the loop device in direct-I/O mode: reads and writes reach the
+#           disk under the image, as they would on a real drive
+#   memory  the loop device through the page cache: the image is in RAM, so
+#           the backing file reads at memory speed and the copies that any
+#           FUSE file system makes (kernel -> qpoold -> kernel) weigh most
+# BENCH_STORES picks them (default "disk memory").
 #
 # Environment: QPOOL, QPOOLD (binaries, default ./qpool and ./qpoold),
 # BENCH_SECONDS (3, per job), BENCH_ROUNDS (3), BENCH_SIZE_MIB (512).
@@ -23,6 +30,7 @@ QPOOLD=${QPOOLD:-$TOP/qpoold}
 SECS=${BENCH_SECONDS:-3}
 ROUNDS=${BENCH_ROUNDS:-3}
 SIZE_MIB=${BENCH_SIZE_MIB:-512}
+STORES=${BENCH_STORES:-disk memory}
 
 die() {
 	echo "bench: $*" >&2
@@ -31,7 +39,7 @@ die() {
 
 [ -x "$QPOOL" ] && [ -x "$QPOOLD" ] || die "qpool or qpoold is missing: run 'make' first"
 [ "$(id -u)" = 0 ] || die "needs root for the btrfs loop mount and FUSE"
-for c in mkfs.btrfs fio python3; do
+for c in mkfs.btrfs fio python3 losetup; do
 	command -v "$c" >/dev/null 2>&1 || die "$c is not installed (scripts/install-deps.sh)"
 done
 
@@ -66,7 +74,8 @@ trap 'exit 143' TERM
 mkdir -p "$POOLMNT" "$FUSEMNT" "$ROOT"
 truncate -s $((SIZE_MIB * 2 + 1024))M "$IMG"
 mkfs.btrfs -q -f "$IMG" >/dev/null
-mount -o loop "$IMG" "$POOLMNT"
+LOOPDEV=$(losetup -f --show "$IMG")
+mount "$LOOPDEV" "$POOLMNT"
 "$QPOOL" --root "$ROOT" pool add bench file-reflink -o dir_path="$POOLMNT/bench"
 "$QPOOL" --root "$ROOT" vm create --class TemplateVM -P bench tpl
 BACKING=$("$QPOOL" --root "$ROOT" vm start tpl | awk '$1 == "private" { print $2 }')
@@ -101,7 +110,16 @@ median() {
 
 echo "qpoold I/O: fio --direct=1 --ioengine=psync, ${SECS} s per job, median of $ROUNDS rounds,"
 echo "${SIZE_MIB} MiB region of a started volume on btrfs (loop), kernel $(uname -r), $(nproc) CPUs"
+for store in $STORES; do
+case $store in
+disk) losetup --direct-io=on "$LOOPDEV" ;;
+memory) losetup --direct-io=off "$LOOPDEV" ;;
+*) die "unknown store '$store' (disk or memory)" ;;
+esac
+sync
+echo 3 >/proc/sys/vm/drop_caches
 echo
+echo "backing store: $store ($(cat /sys/block/${LOOPDEV#/dev/}/loop/dio 2>/dev/null | sed 's/1/loop direct I\/O/; s/0/loop through the page cache/'))"
 printf '%-22s %14s %14s %7s\n' "job" "qpoold mount" "backing file" "ratio"
 for job in "read 1M seq-read-1MiB MiB/s" "write 1M seq-write-1MiB MiB/s" \
 	"randread 4k rand-read-4KiB IOPS"; do
@@ -118,6 +136,7 @@ for job in "read 1M seq-read-1MiB MiB/s" "write 1M seq-write-1MiB MiB/s" \
 	d=$(awk -v c=$col '{ print $c }' "$WORK/d" | median)
 	ratio=$(awk -v m="$m" -v d="$d" 'BEGIN { printf "%.2f", (d > 0) ? m / d : 0 }')
 	printf '%-22s %14s %14s %7s\n' "$label ($unit)" "$m" "$d" "$ratio"
+done
 done
 echo
 echo "aim: ratio >= 0.80 for the sequential jobs, >= 0.50 for 4 KiB random reads"
