@@ -52,6 +52,7 @@ struct restore {
 	struct bk_in in;
 	struct bk_tar_reader *tr;
 	struct bk_header *hdr;
+	struct bk_prefetch *pf; /* keys of the members ahead */
 	enum bk_filter filter;
 	const char *tmpdir;
 	struct qp_state *bx; /* the backup's qubes.xml */
@@ -591,7 +592,7 @@ static int next_member(struct restore *r, const char *root, const struct bk_tar_
 	if (!r->cur_wanted)
 		return 0;
 	ret = bk_member_decrypt(r->tr, ent->size, r->hdr->backup_id, ent->name, r->o->pass,
-				r->o->passlen, &r->o->limits, r->tmpdir, &fd, err);
+				r->o->passlen, &r->o->limits, r->pf, r->tmpdir, &fd, err);
 	if (ret == 0)
 		ret = bk_rstream_push(r->rs, fd, err);
 	if (ret == 0)
@@ -691,6 +692,9 @@ static int read_archive(struct restore *r, const char *root, struct qp_err *err)
 	int ret;
 
 	ret = check_header(r, err);
+	if (ret == 0)
+		bk_prefetch_start(r->o->path, r->hdr->backup_id, r->o->pass, r->o->passlen,
+				  &r->o->limits, &r->pf);
 	while (ret == 0) {
 		ret = bk_tar_next(r->tr, &ent, err);
 		if (ret <= 0)
@@ -703,6 +707,8 @@ static int read_archive(struct restore *r, const char *root, struct qp_err *err)
 		ret = finish_file(r, root, err);
 	if (ret == 0 && !r->bx)
 		ret = qp_err_set(err, -EBADMSG, "'qubes.xml.000.enc' is missing");
+	bk_prefetch_stop(r->pf);
+	r->pf = NULL;
 	return ret;
 }
 

@@ -80,8 +80,8 @@ static int decrypt_body(struct bk_tar_reader *r, struct bk_scrypt_ctx *ctx, uint
 
 int bk_member_decrypt(struct bk_tar_reader *r, uint64_t size, const char *backup_id,
 		      const char *name, const void *pass, size_t passlen,
-		      const struct bk_scrypt_limits *limits, const char *tmpdir, int *fd,
-		      struct qp_err *err)
+		      const struct bk_scrypt_limits *limits, struct bk_prefetch *pf,
+		      const char *tmpdir, int *fd, struct qp_err *err)
 {
 	uint8_t hdr[BK_SCRYPT_HDR_LEN];
 	struct bk_scrypt_key *key = NULL;
@@ -100,8 +100,10 @@ int bk_member_decrypt(struct bk_tar_reader *r, uint64_t size, const char *backup
 	rel[nlen - 4] = '\0';
 	ret = read_exact(r, hdr, sizeof(hdr), name, err);
 	if (ret == 0)
+		key = bk_prefetch_take(pf, name, hdr);
+	if (ret == 0 && !key)
 		ret = bk_header_pass_for_file(backup_id, rel, pass, passlen, &fpass, &flen, err);
-	if (ret == 0)
+	if (ret == 0 && !key)
 		ret = bk_scrypt_dec_header(hdr, fpass, flen, limits, &key, err);
 	bk_secure_free(fpass);
 	if (ret == -EKEYREJECTED)

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "bk_compress.h"
+#include "bk_prefetch.h"
 #include "bk_scrypt.h"
 #include "bk_tar.h"
 
@@ -22,11 +23,12 @@
  * success *@fd is that file, positioned at its start (the caller's).
  * -EKEYREJECTED when the passphrase does not fit the member (wrong
  * passphrase, or a member renamed, moved or taken from another backup),
- * -EBADMSG for corrupt or truncated data. */
+ * -EBADMSG for corrupt or truncated data.  @pf (optional) may hold the key
+ * already. */
 int bk_member_decrypt(struct bk_tar_reader *r, uint64_t size, const char *backup_id,
 		      const char *name, const void *pass, size_t passlen,
-		      const struct bk_scrypt_limits *limits, const char *tmpdir, int *fd,
-		      struct qp_err *err);
+		      const struct bk_scrypt_limits *limits, struct bk_prefetch *pf,
+		      const char *tmpdir, int *fd, struct qp_err *err);
 
 /* Where an extracted entry goes: called on the extraction thread once the
  * entry's header is read; returns the descriptor to bk_tar_extract into
