@@ -23,6 +23,10 @@ struct qfs_file {
 	int fd_buffered;	/* without O_DIRECT, for unaligned requests; or -1 */
 	bool direct;
 	struct qfs_node node;
+	/* Writable files: the running copy they opened, to tell when the VM
+	 * has been stopped (forced) under them. */
+	char *backing;
+	struct stat opened;
 };
 
 static struct qfs_ctx *ctx(void)
@@ -215,9 +219,19 @@ static int qfs_open(const char *path, struct fuse_file_info *fi)
 	if (r < 0)
 		goto out;
 	r = open_backing(f, backing, fi->flags);
+	if (r == 0 && f->node.writable && fstat(f->fd, &f->opened) < 0)
+		r = -errno;
 	if (r < 0) {
+		if (f->fd >= 0)
+			close(f->fd);
+		if (f->fd_buffered >= 0)
+			close(f->fd_buffered);
 		qfs_mark_put(c, f->node.vm, f->node.vol);
 		goto out;
+	}
+	if (f->node.writable) {
+		f->backing = backing;
+		backing = NULL;
 	}
 	fi->fh = (uintptr_t)f;
 	fi->direct_io = 1;
@@ -242,11 +256,28 @@ static int qfs_release(const char *path, struct fuse_file_info *fi)
 	if (f->fd_buffered >= 0)
 		close(f->fd_buffered);
 	qfs_mark_put(ctx(), f->node.vm, f->node.vol);
+	free(f->backing);
 	free(f);
 	return 0;
 }
 
 /* ---- I/O ------------------------------------------------------------------------- */
+
+/* Whether the running copy a writable file opened is still the one at its
+ * path.  A stop (forced, while the file is open) commits it, that is
+ * renames it to the committed name, or discards it: writes through the old
+ * handle would then land in committed data, so they fail with EIO.  A stop
+ * between this check and the write itself is not caught. */
+static bool still_running(const struct qfs_file *f)
+{
+	struct stat now;
+
+	if (!f->backing || stat(f->backing, &now) < 0)
+		return false;
+	if (S_ISBLK(f->opened.st_mode))
+		return S_ISBLK(now.st_mode) && now.st_rdev == f->opened.st_rdev;
+	return now.st_dev == f->opened.st_dev && now.st_ino == f->opened.st_ino;
+}
 
 /* Clamps a request to the volume's size: *len becomes 0 at or past the end. */
 static int clamp(const struct qfs_file *f, off_t off, size_t *len)
@@ -376,6 +407,8 @@ static int qfs_write(const char *path, const char *buf, size_t size, off_t off,
 	(void)path;
 	if (!f->node.writable)
 		return -EROFS;
+	if (!still_running(f))
+		return -EIO;
 	r = clamp(f, off, &size);
 	if (r < 0)
 		return r;
@@ -417,6 +450,8 @@ static int qfs_fallocate(const char *path, int mode, off_t off, off_t len,
 	(void)path;
 	if (!f->node.writable)
 		return -EROFS;
+	if (!still_running(f))
+		return -EIO;
 	if (off < 0 || len <= 0 || (uint64_t)off > f->node.size ||
 	    (uint64_t)len > f->node.size - (uint64_t)off)
 		return -ENOSPC;

@@ -210,6 +210,34 @@ t_inuse() {
 	vm_start app
 	assert_ok qp vm stop --force app
 	unhold
+	# A writer that holds its file across a forced stop: its writes fail
+	# and the committed volume keeps what the stop committed.
+	vm_start app
+	rm -f "$TEST_TMP/held" "$TEST_TMP/go"
+	(
+		exec 3<>"$MNT/app/private.img"
+		printf 'before the stop' >&3 || exit 3
+		: >"$TEST_TMP/held"
+		while [ ! -e "$TEST_TMP/go" ]; do sleep 0.05; done
+		printf 'stale write' >&3 2>/dev/null && exit 0
+		exit 1
+	) &
+	_w=$!
+	_i=0
+	while [ ! -e "$TEST_TMP/held" ] && [ "$_i" -lt 100 ]; do
+		sleep 0.05
+		_i=$((_i + 1))
+	done
+	assert_exists "$TEST_TMP/held"
+	assert_ok qp vm stop --force app
+	_before=$(qp volume export app:private - | head -c 4096 | cksum)
+	: >"$TEST_TMP/go"
+	wait "$_w"
+	assert_eq "$?" 1 "exit status of the writer after the forced stop"
+	assert_eq "$(qp volume export app:private - | head -c 4096 | cksum)" "$_before" \
+		"committed private after a stale write"
+	assert_eq "$(qp volume export app:private - | head -c 15)" "before the stop" \
+		"what the writer wrote while the VM ran"
 }
 
 t_concurrent() {
