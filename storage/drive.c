@@ -450,7 +450,7 @@ char *qp_drive_mapper_name(const struct qp_pool *p)
 	return qp_strdupf("qpool-%s", p->name);
 }
 
-static bool mapper_active(const struct qp_pool *p)
+bool qp_drive_mapped(const struct qp_pool *p)
 {
 	char *path = qp_strdupf("/dev/mapper/qpool-%s", p->name);
 	bool ret = path && access(path, F_OK) == 0;
@@ -474,7 +474,7 @@ int qp_drive_state(struct qp_pool *p, const char *dir, enum qp_pool_state *out,
 		return 0;
 	}
 	/* Locked: the drive is here, is LUKS, and its mapping is not open. */
-	if (spec && !mapper_active(p) && qp_drive_find(spec, &dev, &ignore) == 0 &&
+	if (spec && !qp_drive_mapped(p) && qp_drive_find(spec, &dev, &ignore) == 0 &&
 	    qp_drive_probe(dev, &du, &type) == 0 && type && !strcmp(type, "crypto_LUKS"))
 		*out = QP_POOL_LOCKED;
 	free(dev);
@@ -597,7 +597,7 @@ int qp_drive_close(struct qp_pool *p, struct qp_err *err)
 
 	if (!name)
 		return qp_err_set(err, -ENOMEM, "out of memory");
-	if (!mapper_active(p)) {
+	if (!qp_drive_mapped(p)) {
 		free(name);
 		return 0;
 	}
@@ -637,7 +637,7 @@ int qp_drive_open(struct qp_pool *p, char **out, char **fs_type, struct qp_err *
 		goto out;
 	}
 	if (type && !strcmp(type, "crypto_LUKS")) {
-		if (!mapper_active(p)) {
+		if (!qp_drive_mapped(p)) {
 			r = luks_open(p, dev, err);
 			if (r < 0)
 				goto out;

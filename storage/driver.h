@@ -169,6 +169,8 @@ bool qp_drive_readable(const char *dev);
 int qp_drive_close(struct qp_pool *p, struct qp_err *err);
 /* "qpool-<pool>"; NULL on ENOMEM. */
 char *qp_drive_mapper_name(const struct qp_pool *p);
+/* Whether the pool's LUKS mapping /dev/mapper/qpool-<pool> exists. */
+bool qp_drive_mapped(const struct qp_pool *p);
 /* Mounts @dev at @mnt (created) after checking that its filesystem UUID is
  * the pool's fs_uuid (when recorded) and its type @type (when non-NULL). */
 int qp_drive_mount(struct qp_pool *p, const char *dev, const char *type, const char *mnt,

@@ -359,3 +359,16 @@ assert_not_exists() {
 	[ ! -e "$1" ] && return 0
 	_qp_failed "assertion failed: '$1' exists"
 }
+
+# Keeps a copy of qubes.xml to compare with later.
+xml_keep() {
+	[ -f "$QPOOL_ROOT/qubes.xml" ] || _qp_failed "no qubes.xml in '$QPOOL_ROOT'"
+	cp "$QPOOL_ROOT/qubes.xml" "$TEST_TMP/xml.kept"
+}
+
+# xml_same WHAT: qubes.xml is byte-identical to the kept copy.
+xml_same() {
+	cmp -s "$TEST_TMP/xml.kept" "$QPOOL_ROOT/qubes.xml" && return 0
+	diff "$TEST_TMP/xml.kept" "$QPOOL_ROOT/qubes.xml" >&2
+	_qp_failed "qubes.xml changed by: $*"
+}

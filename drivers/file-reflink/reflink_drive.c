@@ -81,24 +81,13 @@ static char *uuid_near(const char *path)
 	return uuid;
 }
 
-static bool mapper_active(struct qp_pool *p)
-{
-	char *name = qp_drive_mapper_name(p);
-	char *path = name ? qp_strdupf("/dev/mapper/%s", name) : NULL;
-	bool ret = path && access(path, F_OK) == 0;
-
-	free(name);
-	free(path);
-	return ret;
-}
-
 /* Unlocks and mounts the drive at mount_point unless dir_path is already on
  * its filesystem.  *mounted tells whether it was mounted here. */
 static int drive_mount(struct qp_pool *p, bool *mounted, struct qp_err *err)
 {
 	struct reflink_pool *rp = reflink_to_pool(p);
 	char *dev = NULL, *want = NULL, *type = NULL, *here = NULL;
-	bool was_open = mapper_active(p);
+	bool was_open = qp_drive_mapped(p);
 	int r;
 
 	*mounted = false;
@@ -203,7 +192,7 @@ int reflink_pool_attach(struct qp_pool *p, struct qp_err *err)
 	 * device is gone, and a mapping that no longer reads. */
 	qp_drive_umount(p, rp->mount_point, &ignore);
 	mdev = qp_strdupf("/dev/mapper/qpool-%s", p->name);
-	if (mdev && mapper_active(p) && !qp_drive_readable(mdev))
+	if (mdev && qp_drive_mapped(p) && !qp_drive_readable(mdev))
 		qp_drive_close(p, &ignore);
 	free(mdev);
 	r = drive_mount(p, &mounted, err);

@@ -130,7 +130,10 @@ static int lvmthin_pool_state(struct qp_pool *p, enum qp_pool_state *out, struct
 	*out = QP_POOL_ONLINE;
 	if (ret < 0 && ret != -ENOENT)
 		return qp_err_prefix(err, "cannot check pool '%s'", p->name);
-	return lvmthin_drive_state(p, ret == 0, out, err);
+	/* With device=, an inactive thin pool is a detached one. */
+	return lvmthin_drive_state(p,
+				   ret == 0 && (!qp_kv_get(&p->config, "device") || l->attr[4] == 'a'),
+				   out, err);
 }
 
 static int lvmthin_pool_usage(struct qp_pool *p, uint64_t *size, uint64_t *usage,

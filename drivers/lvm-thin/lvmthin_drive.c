@@ -42,11 +42,15 @@ static char *trim(char *s)
 	return s;
 }
 
+/* Devices come and go under the same names here: LVM's list of the devices
+ * that held physical volumes (its hints) would be stale, so it is not used. */
+#define NO_HINTS "--config", "devices { hints = \"none\" }"
+
 /* The volume group of physical volume @dev: *name and *uuid owned. */
 static int pv_group(const char *dev, char **name, char **uuid, struct qp_err *err)
 {
-	char *argv[] = { "pvs", "--noheadings", "--separator", "|", "-o", "vg_name,vg_uuid",
-			 "--", (char *)dev, NULL };
+	char *argv[] = { "pvs", NO_HINTS, "--noheadings", "--separator", "|", "-o",
+			 "vg_name,vg_uuid", "--", (char *)dev, NULL };
 	char *out = NULL, *line, *bar;
 	int r;
 
@@ -77,7 +81,7 @@ static int pv_group(const char *dev, char **name, char **uuid, struct qp_err *er
  * (no error) when there is none. */
 static int group_uuid(struct lvmthin_pool *lp, char **uuid, struct qp_err *err)
 {
-	char *argv[] = { "vgs", "--noheadings", "-o", "vg_uuid", "--", lp->vg, NULL };
+	char *argv[] = { "vgs", NO_HINTS, "--noheadings", "-o", "vg_uuid", "--", lp->vg, NULL };
 	char *out = NULL;
 	struct qp_err e2 = { 0 };
 	int r;
@@ -98,7 +102,7 @@ static int group_uuid(struct lvmthin_pool *lp, char **uuid, struct qp_err *err)
 
 static int vg_change(struct lvmthin_pool *lp, const char *how, struct qp_err *err)
 {
-	char *argv[] = { "vgchange", "-q", (char *)how, "--", lp->vg, NULL };
+	char *argv[] = { "vgchange", NO_HINTS, "-q", (char *)how, "--", lp->vg, NULL };
 	int r = lvmthin_lvm(argv, NULL, err);
 
 	report_drop(lp);
@@ -147,17 +151,6 @@ out:
 	return r;
 }
 
-static bool mapping_open(struct qp_pool *p)
-{
-	char *name = qp_drive_mapper_name(p);
-	char *path = name ? qp_strdupf("/dev/mapper/%s", name) : NULL;
-	bool ret = path && access(path, F_OK) == 0;
-
-	free(name);
-	free(path);
-	return ret;
-}
-
 static void drive_down(struct qp_pool *p, bool close)
 {
 	struct qp_err ignore;
@@ -169,7 +162,7 @@ static void drive_down(struct qp_pool *p, bool close)
 
 int lvmthin_drive_setup(struct qp_pool *p, struct qp_err *err)
 {
-	bool was_open = mapping_open(p);
+	bool was_open = qp_drive_mapped(p);
 	char *uuid = NULL;
 	int r;
 
@@ -325,7 +318,7 @@ int lvmthin_pool_attach(struct qp_pool *p, struct qp_err *err)
 	free(mapping);
 	if (r < 0)
 		return r;
-	opened = !mapping_open(p);
+	opened = !qp_drive_mapped(p);
 	r = drive_up(p, NULL, err);
 	if (r == 0) {
 		r = p->drv->pool_state(p, &ps, err);

@@ -164,7 +164,8 @@ int lvmthin_vol_recover(struct qp_volume *v, struct qp_err *err);
 int lvmthin_drive_setup(struct qp_pool *p, struct qp_err *err);
 /* Undoes lvmthin_drive_setup after a later failure of pool_setup. */
 void lvmthin_drive_undo(struct qp_pool *p);
-/* The state given whether the thin pool was @found in the group. */
+/* The state given whether the thin pool was @found, active, in the group
+ * (a pool with device= and an inactive thin pool is detached). */
 int lvmthin_drive_state(struct qp_pool *p, bool found, enum qp_pool_state *out,
 			struct qp_err *err);
 int lvmthin_pool_attach(struct qp_pool *p, struct qp_err *err);

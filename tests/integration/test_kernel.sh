@@ -17,16 +17,6 @@ MODSIZE=300000
 
 # ---- helpers ---------------------------------------------------------------
 
-xml_keep() {
-	cp "$QPOOL_ROOT/qubes.xml" "$TEST_TMP/xml.kept"
-}
-
-xml_same() {
-	cmp -s "$TEST_TMP/xml.kept" "$QPOOL_ROOT/qubes.xml" && return 0
-	diff "$TEST_TMP/xml.kept" "$QPOOL_ROOT/qubes.xml" >&2
-	_qp_failed "qubes.xml changed by: $*"
-}
-
 # fails_with ERE CMD...: CMD exits 1 with a "qpool: " line matching ERE and
 # qubes.xml is unchanged.
 fails_with() {

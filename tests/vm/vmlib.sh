@@ -14,6 +14,12 @@
 #	qemu id diskNb) and prints the name of the new block device; returns 1
 #	when none appears in time (default 30 s).
 # vm_status: 0 when no vm_fail was printed.
+#
+# For scripts that run qpool (set T, a work folder, and R, the state folder):
+# q ARGS...: qpool on R.  die MSG: prints MSG as a comment line and exits 1.
+# ok ARGS...: q, dying with its message on failure (output in $T/out).
+# fails ERE ARGS...: q must fail with a message matching ERE.
+# sub CMD...: CMD in a subshell, so that die ends only CMD.
 
 VM_NFAIL=0
 VM_LOG=${TEST_TMP:-/tmp}/vm-step.log
@@ -89,4 +95,31 @@ vm_replug() {
 
 vm_status() {
 	[ "$VM_NFAIL" = 0 ]
+}
+
+q() {
+	"$QPOOL" --root "$R" "$@"
+}
+
+die() {
+	echo "  # $*"
+	exit 1
+}
+
+ok() {
+	q "$@" >"$T/out" 2>"$T/err" || die "'qpool $*' failed: $(cat "$T/err")"
+}
+
+fails() {
+	_vm_p=$1
+	shift
+	if q "$@" >"$T/out" 2>"$T/err"; then
+		die "'qpool $*' succeeded"
+	fi
+	grep -q "$_vm_p" "$T/err" || die "'qpool $*': expected /$_vm_p/, got: $(cat "$T/err")"
+	echo "  # $(cat "$T/err")"
+}
+
+sub() {
+	("$@")
 }

@@ -23,19 +23,6 @@ VG=ephvg
 rm -rf "$T"
 mkdir -p "$T" "$R"
 
-q() {
-	"$QPOOL" --root "$R" "$@"
-}
-
-die() {
-	echo "  # $*"
-	exit 1
-}
-
-ok() {
-	q "$@" >"$T/out" 2>"$T/err" || die "'qpool $*' failed: $(cat "$T/err")"
-}
-
 # dev VOL: path of VOL in the last `start` output.
 dev() {
 	awk -v v="$1" '$1 == v { print $2 }' "$T/att"

@@ -8,6 +8,8 @@
 #   same name         a different volume group of the same name on another
 #                     drive is never used: the pool reads offline, attach
 #                     refuses it
+#   plain             a drive without LUKS, named by its path: detached, its
+#                     group is inactive and the pool reads offline
 #   unplug            the disk is removed through qemu's monitor while a VM
 #                     on the pool runs: writes fail with I/O errors, qpool
 #                     keeps working (state offline, VM start refused with
@@ -30,33 +32,6 @@ N=${EXTERNAL_LVM_DISK_N:-$((${QP_VM_NDISKS:-1} - 1))}
 D=$(vm_disk_dev "$N")
 rm -rf "$T"
 mkdir -p "$T" "$R"
-
-q() {
-	"$QPOOL" --root "$R" "$@"
-}
-
-die() {
-	echo "  # $*"
-	exit 1
-}
-
-sub() {
-	("$@")
-}
-
-ok() {
-	q "$@" >"$T/out" 2>"$T/err" || die "'qpool $*' failed: $(cat "$T/err")"
-}
-
-fails() {
-	_p=$1
-	shift
-	if q "$@" >"$T/out" 2>"$T/err"; then
-		die "'qpool $*' succeeded"
-	fi
-	grep -q "$_p" "$T/err" || die "'qpool $*': expected /$_p/, got: $(cat "$T/err")"
-	echo "  # $(cat "$T/err")"
-}
 
 state() {
 	q pool info lext | awk '$1 == "state" { print $2 }'
@@ -140,10 +115,30 @@ t_same_name() {
 	[ "$(state)" = online ] || die "state $(state) after attach"
 	[ "$(esum keep)" = "$(cat "$T/keep.sum")" ] || die "data changed"
 }
+t_plain() {
+	O=$EXTERNAL_LVM_OTHER
+	pvcreate -q -ff -y "$O" && vgcreate -q xp "$O" && lvcreate -q -T -L 16M xp/pool ||
+		die "cannot make the plain group"
+	ok pool add plain lvm_thin -o "device=$O,volume_group=xp,thin_pool=pool"
+	ok vm create --class StandaloneVM --pool plain pv
+	ok pool detach plain
+	[ "$(q pool info plain | awk '$1 == "state" { print $2 }')" = offline ] ||
+		die "state of the detached plain pool: $(q pool info plain)"
+	fails "pool 'plain' is offline" vm start pv
+	ok pool attach plain
+	ok vm start pv
+	ok vm stop pv
+	ok vm remove pv
+	ok pool detach plain
+	ok pool remove plain
+	vgremove -q -f xp && pvremove -q -ff -y "$O" || die "cannot remove the plain group"
+}
 if [ -b "${EXTERNAL_LVM_OTHER:-}" ]; then
 	vm_step vm/external-lvm/same-name sub t_same_name || exit 1
+	vm_step vm/external-lvm/plain sub t_plain || exit 1
 else
 	vm_skip vm/external-lvm/same-name "no second disk (EXTERNAL_LVM_OTHER)"
+	vm_skip vm/external-lvm/plain "no second disk (EXTERNAL_LVM_OTHER)"
 fi
 
 t_unplug() {

@@ -29,34 +29,6 @@ D=${EXTERNAL_DISK:-$(vm_disk_dev "$N")}
 rm -rf "$T"
 mkdir -p "$T" "$R"
 
-q() {
-	"$QPOOL" --root "$R" "$@"
-}
-
-die() {
-	echo "  # $*"
-	exit 1
-}
-
-# Runs a test function in a subshell, so that die ends only the test.
-sub() {
-	("$@")
-}
-
-ok() {
-	q "$@" >"$T/out" 2>"$T/err" || die "'qpool $*' failed: $(cat "$T/err")"
-}
-
-# fails PATTERN ARGS...: qpool fails with a message matching PATTERN.
-fails() {
-	_p=$1
-	shift
-	if q "$@" >"$T/out" 2>"$T/err"; then
-		die "'qpool $*' succeeded"
-	fi
-	grep -q "$_p" "$T/err" || die "'qpool $*': expected /$_p/, got: $(cat "$T/err")"
-}
-
 state() {
 	q pool info ext | awk '$1 == "state" { print $2 }'
 }

@@ -26,20 +26,6 @@ R=$T/root
 rm -rf "$T"
 mkdir -p "$T" "$R"
 
-q() {
-	"$QPOOL" --root "$R" "$@"
-}
-
-die() {
-	echo "  # $*"
-	exit 1
-}
-
-# ok ARGS...: runs qpool, failing the test with its message.
-ok() {
-	q "$@" >"$T/out" 2>"$T/err" || die "'qpool $*' failed: $(cat "$T/err")"
-}
-
 sum() {
 	sha256sum | awk '{ print $1 }'
 }
