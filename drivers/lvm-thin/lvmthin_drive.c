@@ -42,14 +42,10 @@ static char *trim(char *s)
 	return s;
 }
 
-/* Devices come and go under the same names here: LVM's list of the devices
- * that held physical volumes (its hints) would be stale, so it is not used. */
-#define NO_HINTS "--config", "devices { hints = \"none\" }"
-
 /* The volume group of physical volume @dev: *name and *uuid owned. */
 static int pv_group(const char *dev, char **name, char **uuid, struct qp_err *err)
 {
-	char *argv[] = { "pvs", NO_HINTS, "--noheadings", "--separator", "|", "-o",
+	char *argv[] = { "pvs", "--noheadings", "--separator", "|", "-o",
 			 "vg_name,vg_uuid", "--", (char *)dev, NULL };
 	char *out = NULL, *line, *bar;
 	int r;
@@ -81,7 +77,7 @@ static int pv_group(const char *dev, char **name, char **uuid, struct qp_err *er
  * (no error) when there is none. */
 static int group_uuid(struct lvmthin_pool *lp, char **uuid, struct qp_err *err)
 {
-	char *argv[] = { "vgs", NO_HINTS, "--noheadings", "-o", "vg_uuid", "--", lp->vg, NULL };
+	char *argv[] = { "vgs", "--noheadings", "-o", "vg_uuid", "--", lp->vg, NULL };
 	char *out = NULL;
 	struct qp_err e2 = { 0 };
 	int r;
@@ -102,7 +98,7 @@ static int group_uuid(struct lvmthin_pool *lp, char **uuid, struct qp_err *err)
 
 static int vg_change(struct lvmthin_pool *lp, const char *how, struct qp_err *err)
 {
-	char *argv[] = { "vgchange", NO_HINTS, "-q", (char *)how, "--", lp->vg, NULL };
+	char *argv[] = { "vgchange", "-q", (char *)how, "--", lp->vg, NULL };
 	int r = lvmthin_lvm(argv, NULL, err);
 
 	report_drop(lp);

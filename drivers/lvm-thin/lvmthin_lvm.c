@@ -137,10 +137,19 @@ int lvmthin_lvm(char *const argv[], char **out, struct qp_err *err)
 	int ret;
 
 	full[n++] = "lvm";
-	for (; argv[n - 1] && n < sizeof(full) / sizeof(full[0]) - 1; n++)
-		full[n] = argv[n - 1];
-	if (argv[n - 1])
-		return qp_err_set(err, -E2BIG, "too many arguments for lvm");
+	if (argv[0]) {
+		/* Drives come and go under the same device names: LVM's record of
+		 * which devices held physical volumes (its hints) goes stale, so
+		 * every command scans. */
+		full[n++] = argv[0];
+		full[n++] = "--config";
+		full[n++] = "devices { hints = \"none\" }";
+		for (size_t i = 1; argv[i]; i++) {
+			if (n >= sizeof(full) / sizeof(full[0]) - 1)
+				return qp_err_set(err, -E2BIG, "too many arguments for lvm");
+			full[n++] = argv[i];
+		}
+	}
 	full[n] = NULL;
 	/* lvm warns about every descriptor it inherits without close-on-exec
 	 * (a caller's shell may leave some open); that warning would come
