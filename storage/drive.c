@@ -450,10 +450,41 @@ char *qp_drive_mapper_name(const struct qp_pool *p)
 	return qp_strdupf("qpool-%s", p->name);
 }
 
+static char *mapper_path(const struct qp_pool *p)
+{
+	return qp_strdupf("/dev/mapper/qpool-%s", p->name);
+}
+
 bool qp_drive_mapped(const struct qp_pool *p)
 {
-	char *path = qp_strdupf("/dev/mapper/qpool-%s", p->name);
+	char *path = mapper_path(p);
 	bool ret = path && access(path, F_OK) == 0;
+
+	free(path);
+	return ret;
+}
+
+/* Whether @dev reads (its first block, with O_DIRECT so that no cached copy
+ * hides a device that has gone). */
+static bool readable(const char *dev)
+{
+	void *buf = NULL;
+	bool ok = false;
+	int fd = open(dev, O_RDONLY | O_DIRECT | O_CLOEXEC | O_NONBLOCK);
+
+	if (fd < 0)
+		return false;
+	if (posix_memalign(&buf, 4096, 4096) == 0)
+		ok = pread(fd, buf, 4096, 0) == 4096;
+	free(buf);
+	close(fd);
+	return ok;
+}
+
+bool qp_drive_mapping_dead(const struct qp_pool *p)
+{
+	char *path = mapper_path(p);
+	bool ret = path && access(path, F_OK) == 0 && !readable(path);
 
 	free(path);
 	return ret;
@@ -574,21 +605,6 @@ out:
 	return r;
 }
 
-bool qp_drive_readable(const char *dev)
-{
-	void *buf = NULL;
-	bool ok = false;
-	int fd = open(dev, O_RDONLY | O_DIRECT | O_CLOEXEC | O_NONBLOCK);
-
-	if (fd < 0)
-		return false;
-	if (posix_memalign(&buf, 4096, 4096) == 0)
-		ok = pread(fd, buf, 4096, 0) == 4096;
-	free(buf);
-	close(fd);
-	return ok;
-}
-
 int qp_drive_close(struct qp_pool *p, struct qp_err *err)
 {
 	struct crypt_device *cd = NULL;
@@ -646,7 +662,7 @@ int qp_drive_open(struct qp_pool *p, char **out, char **fs_type, struct qp_err *
 		free(uuid);
 		free(type);
 		uuid = type = NULL;
-		dev = qp_strdupf("/dev/mapper/qpool-%s", p->name);
+		dev = mapper_path(p);
 		if (!dev) {
 			r = qp_err_set(err, -ENOMEM, "out of memory");
 			goto out;

@@ -162,15 +162,15 @@ int qp_drive_state(struct qp_pool *p, const char *dir, enum qp_pool_state *out,
  * "qpool-<pool>"); *out is the device holding the content, *fs_type
  * (optional) its type; both owned. */
 int qp_drive_open(struct qp_pool *p, char **out, char **fs_type, struct qp_err *err);
-/* Whether @dev reads (its first block, with O_DIRECT so that no cached copy
- * hides a device that has gone). */
-bool qp_drive_readable(const char *dev);
 /* Closes the pool's LUKS mapping; an absent one is success. */
 int qp_drive_close(struct qp_pool *p, struct qp_err *err);
 /* "qpool-<pool>"; NULL on ENOMEM. */
 char *qp_drive_mapper_name(const struct qp_pool *p);
 /* Whether the pool's LUKS mapping /dev/mapper/qpool-<pool> exists. */
 bool qp_drive_mapped(const struct qp_pool *p);
+/* Whether that mapping exists but no longer reads (its drive vanished); the
+ * check reads with O_DIRECT, so no cached block hides a vanished drive. */
+bool qp_drive_mapping_dead(const struct qp_pool *p);
 /* Mounts @dev at @mnt (created) after checking that its filesystem UUID is
  * the pool's fs_uuid (when recorded) and its type @type (when non-NULL). */
 int qp_drive_mount(struct qp_pool *p, const char *dev, const char *type, const char *mnt,

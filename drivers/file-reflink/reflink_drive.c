@@ -174,7 +174,6 @@ int reflink_pool_attach(struct qp_pool *p, struct qp_err *err)
 	const char *uuid = qp_kv_get(&p->config, "fs_uuid");
 	enum qp_pool_state ps;
 	struct qp_err ignore;
-	char *mdev;
 	bool mounted;
 	int r;
 
@@ -191,10 +190,8 @@ int reflink_pool_attach(struct qp_pool *p, struct qp_err *err)
 	/* What a vanished drive left behind: a mount of our filesystem whose
 	 * device is gone, and a mapping that no longer reads. */
 	qp_drive_umount(p, rp->mount_point, &ignore);
-	mdev = qp_strdupf("/dev/mapper/qpool-%s", p->name);
-	if (mdev && qp_drive_mapped(p) && !qp_drive_readable(mdev))
+	if (qp_drive_mapping_dead(p))
 		qp_drive_close(p, &ignore);
-	free(mdev);
 	r = drive_mount(p, &mounted, err);
 	if (r < 0)
 		return r;

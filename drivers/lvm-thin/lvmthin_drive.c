@@ -286,7 +286,6 @@ int lvmthin_pool_attach(struct qp_pool *p, struct qp_err *err)
 {
 	struct lvmthin_pool *lp = lvmthin_to_pool(p);
 	enum qp_pool_state ps;
-	char *name, *mapping;
 	bool opened;
 	int r;
 
@@ -302,18 +301,15 @@ int lvmthin_pool_attach(struct qp_pool *p, struct qp_err *err)
 	if (r < 0)
 		return r;
 	/* A LUKS mapping that no longer reads belongs to a drive that left. */
-	name = qp_drive_mapper_name(p);
-	mapping = name ? qp_strdupf("/dev/mapper/%s", name) : NULL;
-	free(name);
-	if (!mapping)
-		return qp_err_set(err, -ENOMEM, "out of memory");
-	r = access(mapping, F_OK) == 0 && !qp_drive_readable(mapping) ? remove_stale(p, err) : 0;
-	if (r == 0 && access(mapping, F_OK) == 0 && !qp_drive_readable(mapping))
-		r = qp_err_set(err, -EBUSY, "'%s', left by the drive that vanished, is still in use",
-			       mapping);
-	free(mapping);
-	if (r < 0)
-		return r;
+	if (qp_drive_mapping_dead(p)) {
+		r = remove_stale(p, err);
+		if (r == 0 && qp_drive_mapping_dead(p))
+			r = qp_err_set(err, -EBUSY,
+				       "'/dev/mapper/qpool-%s', left by the drive that vanished, is still in use",
+				       p->name);
+		if (r < 0)
+			return r;
+	}
 	opened = !qp_drive_mapped(p);
 	r = drive_up(p, NULL, err);
 	if (r == 0) {
