@@ -134,8 +134,12 @@ static int drive_up(struct qp_pool *p, char **uuid, struct qp_err *err)
 		goto out;
 	}
 	r = vg_change(lp, "-ay", err);
-	if (r < 0)
+	if (r < 0) {
+		/* The group is the pool's own (checked above): undo a partial
+		 * activation. */
+		vg_change(lp, "-an", &(struct qp_err){ 0 });
 		qp_err_prefix(err, "cannot activate volume group '%s'", lp->vg);
+	}
 	if (r == 0 && uuid) {
 		*uuid = got;
 		got = NULL;
@@ -312,12 +316,16 @@ int lvmthin_pool_attach(struct qp_pool *p, struct qp_err *err)
 	}
 	opened = !qp_drive_mapped(p);
 	r = drive_up(p, NULL, err);
-	if (r == 0) {
-		r = p->drv->pool_state(p, &ps, err);
-		if (r == 0 && ps != QP_POOL_ONLINE)
-			r = qp_err_set(err, -ENOENT, "thin pool '%s/%s' of pool '%s' is not on its drive",
-				       lp->vg, lp->thin_pool, p->name);
+	if (r < 0) {
+		/* Nothing was activated: a group of that name is left alone. */
+		if (opened)
+			qp_drive_close(p, &(struct qp_err){ 0 });
+		return r;
 	}
+	r = p->drv->pool_state(p, &ps, err);
+	if (r == 0 && ps != QP_POOL_ONLINE)
+		r = qp_err_set(err, -ENOENT, "thin pool '%s/%s' of pool '%s' is not on its drive",
+			       lp->vg, lp->thin_pool, p->name);
 	if (r < 0 && opened)
 		drive_down(p, true);
 	return r;
