@@ -13,6 +13,8 @@
 # vm_replug N [SECONDS]: adds disk N back (its image in $QP_VM_HOST_DIR,
 #	qemu id diskNb) and prints the name of the new block device; returns 1
 #	when none appears in time (default 30 s).
+# vm_luks_open KEYFILE DEV NAME: formats DEV as LUKS2 with the key in KEYFILE
+#	(a cheap PBKDF: tests only) and opens it as /dev/mapper/NAME.
 # vm_status: 0 when no vm_fail was printed.
 #
 # For scripts that run qpool (set T, a work folder, and R, the state folder):
@@ -91,6 +93,11 @@ vm_replug() {
 		_vm_t=$((_vm_t - 1))
 	done
 	return 1
+}
+
+vm_luks_open() {
+	cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+		--key-file "$1" "$2" && cryptsetup open --key-file "$1" "$2" "$3"
 }
 
 vm_status() {

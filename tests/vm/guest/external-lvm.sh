@@ -55,9 +55,7 @@ fi
 printf 'right key' >"$T/key"
 printf 'wrong key' >"$T/bad"
 t_format() {
-	cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
-		--key-file "$T/key" "$D" || return 1
-	cryptsetup open --key-file "$T/key" "$D" xefmt || return 1
+	vm_luks_open "$T/key" "$D" xefmt || return 1
 	pvcreate -q /dev/mapper/xefmt && vgcreate -q xe /dev/mapper/xefmt &&
 		lvcreate -q -T -L 96M xe/pool || return 1
 	vgchange -q -an xe && cryptsetup close xefmt

@@ -45,9 +45,7 @@ fi
 printf 'right key' >"$T/key"
 printf 'wrong key' >"$T/bad"
 t_format() {
-	cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
-		--key-file "$T/key" "$D" || return 1
-	cryptsetup open --key-file "$T/key" "$D" extfmt || return 1
+	vm_luks_open "$T/key" "$D" extfmt || return 1
 	mkfs.ext4 -q /dev/mapper/extfmt || return 1
 	cryptsetup close extfmt
 }
