@@ -73,6 +73,30 @@ void qfs_mark_drop_all(struct qfs_ctx *c);
 /* Removes markers left by processes that are gone (a crashed qpoold). */
 void qfs_mark_clean_stale(struct qfs_ctx *c);
 
+/* ---- qfs_ahead.c: read-ahead for O_DIRECT readers ------------------------- */
+
+struct qfs_wgen;
+struct qfs_ahead;
+
+/* The write counters of the backing file or block device @st describes,
+ * shared by every open file on it; NULL when out of memory. */
+struct qfs_wgen *qfs_wgen_get(const struct stat *st);
+void qfs_wgen_put(struct qfs_wgen *g);
+/* Around every write or fallocate on the backing (NULL is a no-op). */
+void qfs_wgen_begin(struct qfs_wgen *g);
+void qfs_wgen_end(struct qfs_wgen *g);
+
+/* Read-ahead on O_DIRECT descriptor @fd (borrowed; free before closing it);
+ * NULL (no read-ahead) when @wgen is NULL or no worker could start. */
+struct qfs_ahead *qfs_ahead_new(int fd, struct qfs_wgen *wgen);
+void qfs_ahead_free(struct qfs_ahead *a);
+/* When the block at @off of @len bytes was read ahead and is still current:
+ * true, *buf (aligned, freed with free(), owned by the caller) and *n. */
+bool qfs_ahead_take(struct qfs_ahead *a, off_t off, size_t len, void **buf, size_t *n);
+/* After a request of @len bytes at @off was answered: reads the next block
+ * ahead when this one followed the previous one (@size: the volume's). */
+void qfs_ahead_done(struct qfs_ahead *a, off_t off, size_t len, uint64_t size);
+
 /* ---- qfs_ops.c ------------------------------------------------------------ */
 
 extern const struct fuse_operations qfs_ops;

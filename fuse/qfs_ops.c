@@ -5,7 +5,8 @@
  * pread/pwrite straight on that descriptor, in requests of up to 1 MiB with
  * direct_io (no page cache of our own).  A client that opens with O_DIRECT
  * gets O_DIRECT on the backing file too (read into aligned buffers); other
- * reads hand libfuse the descriptor, which splices when it can. */
+ * reads hand libfuse the descriptor, which splices when it can.  Sequential
+ * O_DIRECT readers get read-ahead (qfs_ahead.c). */
 #include "fuse/qfs.h"
 
 #include <errno.h>
@@ -24,9 +25,12 @@ struct qfs_file {
 	bool direct;
 	struct qfs_node node;
 	/* Writable files: the running copy they opened, to tell when the VM
-	 * has been stopped (forced) under them. */
+	 * has been stopped (forced) under them.  @opened: what fd is, for
+	 * every file. */
 	char *backing;
 	struct stat opened;
+	struct qfs_wgen *wgen;	/* write counters of the backing */
+	struct qfs_ahead *ahead;	/* O_DIRECT readers only, or NULL */
 };
 
 static struct qfs_ctx *ctx(void)
@@ -219,13 +223,20 @@ static int qfs_open(const char *path, struct fuse_file_info *fi)
 	if (r < 0)
 		goto out;
 	r = open_backing(f, backing, fi->flags);
-	if (r == 0 && f->node.writable && fstat(f->fd, &f->opened) < 0)
+	if (r == 0 && fstat(f->fd, &f->opened) < 0)
 		r = -errno;
+	if (r == 0) {
+		f->wgen = qfs_wgen_get(&f->opened);
+		r = f->wgen ? 0 : -ENOMEM;
+	}
+	if (r == 0 && f->direct)
+		f->ahead = qfs_ahead_new(f->fd, f->wgen);
 	if (r < 0) {
 		if (f->fd >= 0)
 			close(f->fd);
 		if (f->fd_buffered >= 0)
 			close(f->fd_buffered);
+		qfs_wgen_put(f->wgen);
 		qfs_mark_put(c, f->node.vm, f->node.vol);
 		goto out;
 	}
@@ -252,6 +263,8 @@ static int qfs_release(const char *path, struct fuse_file_info *fi)
 	(void)path;
 	if (!f)
 		return 0;
+	qfs_ahead_free(f->ahead);
+	qfs_wgen_put(f->wgen);
 	close(f->fd);
 	if (f->fd_buffered >= 0)
 		close(f->fd_buffered);
@@ -360,11 +373,20 @@ static int qfs_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size
 	if (!bv)
 		return -ENOMEM;
 	if (f->direct) {
-		r = read_direct(f, bv, size, off);
-		if (r < 0) {
-			free(bv);
-			return r;
+		void *mem;
+		size_t n;
+
+		if (qfs_ahead_take(f->ahead, off, size, &mem, &n)) {
+			*bv = FUSE_BUFVEC_INIT(n);
+			bv->buf[0].mem = mem;
+		} else {
+			r = read_direct(f, bv, size, off);
+			if (r < 0) {
+				free(bv);
+				return r;
+			}
 		}
+		qfs_ahead_done(f->ahead, off, bv->buf[0].size, f->node.size);
 	} else {
 		*bv = FUSE_BUFVEC_INIT(size);
 		bv->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
@@ -421,7 +443,9 @@ static int qfs_write(const char *path, const char *buf, size_t size, off_t off,
 			return -ENOMEM;
 		memcpy(src, buf, size);
 	}
+	qfs_wgen_begin(f->wgen);
 	n = io_full(true, io_fd(f, src, size, off), src, size, off);
+	qfs_wgen_end(f->wgen);
 	return (int)n;
 }
 
@@ -446,6 +470,7 @@ static int qfs_fallocate(const char *path, int mode, off_t off, off_t len,
 			 struct fuse_file_info *fi)
 {
 	struct qfs_file *f = file_of(fi);
+	int r;
 
 	(void)path;
 	if (!f->node.writable)
@@ -455,7 +480,10 @@ static int qfs_fallocate(const char *path, int mode, off_t off, off_t len,
 	if (off < 0 || len <= 0 || (uint64_t)off > f->node.size ||
 	    (uint64_t)len > f->node.size - (uint64_t)off)
 		return -ENOSPC;
-	return fallocate(f->fd, mode | FALLOC_FL_KEEP_SIZE, off, len) < 0 ? -errno : 0;
+	qfs_wgen_begin(f->wgen);
+	r = fallocate(f->fd, mode | FALLOC_FL_KEEP_SIZE, off, len) < 0 ? -errno : 0;
+	qfs_wgen_end(f->wgen);
+	return r;
 }
 
 static off_t qfs_lseek(const char *path, off_t off, int whence, struct fuse_file_info *fi)

@@ -18,8 +18,9 @@ TEST_PKGS="fuse3 btrfs-progs xfsprogs e2fsprogs util-linux valgrind"
 EXTRA_PKGS="scrypt clang"
 # Backups: the real tools the interop tests and the benchmark run against.
 EXTRA_PKGS="$EXTRA_PKGS gzip zstd tar xz-utils bzip2"
-# qpoold: qemu-img/qemu-io as the FUSE tests' consumer, fio for bench/fuse-io.sh.
-EXTRA_PKGS="$EXTRA_PKGS qemu-utils fio"
+# qpoold: qemu-img/qemu-io as the FUSE tests' consumer, fio for bench/fuse-io.sh,
+# python3 for the read-ahead test's O_DIRECT reader and the benchmark's tables.
+EXTRA_PKGS="$EXTRA_PKGS qemu-utils fio python3"
 # Device-mapper test VM (tests/vm/): qemu TCG booting Debian's kernel with a
 # busybox initramfs holding lvm2, thin-provisioning-tools and cryptsetup.
 EXTRA_PKGS="$EXTRA_PKGS qemu-system-x86 linux-image-amd64 busybox-static lvm2

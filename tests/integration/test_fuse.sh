@@ -270,6 +270,83 @@ t_concurrent() {
 	done
 }
 
+# odirect_check FILE: reads FILE with O_DIRECT while another descriptor
+# writes it (see t_readahead); prints what differs and fails.
+odirect_check() {
+	python3 - "$1" <<'PY'
+import mmap, os, sys, time
+p, B = sys.argv[1], 1 << 20
+buf = mmap.mmap(-1, B)
+
+def put(fd, blk, byte):
+    buf.seek(0); buf.write(bytes([byte]) * B)
+    assert os.pwritev(fd, [buf], blk * B) == B
+
+def get(fd, blk):
+    assert os.preadv(fd, [buf], blk * B) == B
+    return set(buf[:])
+
+bad = []
+def want(fd, blk, byte, what):
+    got = get(fd, blk)
+    if got != {byte}:
+        bad.append("%s: block %d reads %s, not %#x" % (what, blk, sorted(got)[:4], byte))
+
+w = os.open(p, os.O_WRONLY | os.O_DIRECT)
+for blk in range(12):
+    put(w, blk, 0x11)
+# Two sequential reads: blocks 2 and 3 are read ahead.
+r = os.open(p, os.O_RDONLY | os.O_DIRECT)
+want(r, 0, 0x11, "first read")
+want(r, 1, 0x11, "second read")
+time.sleep(0.3)
+# Written through another descriptor after they were read ahead.
+put(w, 2, 0x22)
+want(r, 2, 0x22, "written by another descriptor")
+want(r, 3, 0x11, "next block")
+# The same descriptor reads and writes.
+rw = os.open(p, os.O_RDWR | os.O_DIRECT)
+want(rw, 6, 0x11, "read")
+want(rw, 7, 0x11, "read")
+time.sleep(0.3)
+put(rw, 8, 0x33)
+want(rw, 8, 0x33, "written by the same descriptor")
+# A reader that jumps back gets what is there, not what was read ahead.
+want(r, 4, 0x11, "read")
+time.sleep(0.3)
+put(w, 5, 0x44)
+want(r, 5, 0x44, "after a jump")
+for line in bad:
+    print(line)
+sys.exit(1 if bad else 0)
+PY
+}
+
+# Read-ahead for O_DIRECT readers: long sequential reads equal the backing
+# file, and blocks read ahead are never served once written.
+t_readahead() {
+	fuse_setup
+	qp_require_cmd python3
+	vm_start tpl
+	assert_ok dd if=/dev/urandom of="$MNT/tpl/private.img" bs=1M count=24 oflag=direct \
+		conv=notrunc
+	# 1 MiB requests (the read-ahead size), and 128 KiB ones.
+	dd if="$MNT/tpl/private.img" iflag=direct bs=1M count=24 2>/dev/null >"$TEST_TMP/seq1"
+	dd if="$MNT/tpl/private.img" iflag=direct bs=128k count=192 2>/dev/null >"$TEST_TMP/seq2"
+	assert_ok cmp -n $((24 * MiB)) "$TEST_TMP/seq1" "$(attach_path tpl private)"
+	assert_ok cmp -n $((24 * MiB)) "$TEST_TMP/seq2" "$(attach_path tpl private)"
+	assert_ok odirect_check "$MNT/tpl/private.img"
+	# The last block of a volume whose size is not a multiple of the request.
+	assert_ok qp vm stop tpl
+	assert_ok qp volume resize tpl:private $((2048 * MiB + 4096))
+	vm_start tpl
+	assert_ok dd if=/dev/urandom of="$MNT/tpl/private.img" bs=4096 count=1 \
+		seek=$((512 * 1024)) oflag=direct conv=notrunc
+	dd if="$MNT/tpl/private.img" iflag=direct bs=1M skip=2045 2>/dev/null >"$TEST_TMP/tail"
+	assert_eq "$(fsize "$TEST_TMP/tail")" $((3 * MiB + 4096)) "bytes read to the end"
+	assert_ok cmp "$TEST_TMP/tail" "$(attach_path tpl private)" 0 $((2045 * MiB))
+}
+
 t_restart() {
 	fuse_setup
 	vm_start app
@@ -303,4 +380,5 @@ qp_test fuse_perms t_perms
 qp_test fuse_inuse t_inuse
 qp_test fuse_concurrent t_concurrent
 qp_test fuse_restart t_restart
+qp_test fuse_readahead t_readahead
 qp_done
