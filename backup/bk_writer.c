@@ -51,6 +51,7 @@ struct writer {
 	struct bk_out out;
 	int fd;
 	unsigned *ub; /* per item: chunks the key lookahead plans for */
+	uint64_t *lim; /* per item: bytes of stream per chunk */
 	struct kdf_ahead ahead[8];
 	size_t n_ahead;
 	size_t gen_item; /* next key the lookahead would start */
@@ -446,8 +447,8 @@ static int chunk_data(struct writer *w, size_t item, uint8_t *p, size_t len, uns
 			if (r < 0)
 				return r;
 		}
-		n = w->o->chunk_size - w->chunk_bytes < len ? (size_t)(w->o->chunk_size - w->chunk_bytes)
-							    : len;
+		n = w->lim[item] - w->chunk_bytes < len ? (size_t)(w->lim[item] - w->chunk_bytes)
+							: len;
 		r = bk_scrypt_enc_update(w->ctx, p, n, p, err);
 		if (r == 0)
 			r = bk_out_write(&w->out, p, n, err);
@@ -456,7 +457,7 @@ static int chunk_data(struct writer *w, size_t item, uint8_t *p, size_t len, uns
 		w->chunk_bytes += n;
 		p += n;
 		len -= n;
-		if (w->chunk_bytes == w->o->chunk_size) {
+		if (w->chunk_bytes == w->lim[item]) {
 			r = chunk_close(w, err);
 			if (r < 0)
 				return r;
@@ -535,13 +536,27 @@ static int consume(struct writer *w, struct qp_err *err)
 
 /* How many chunks item @i can take at most, so the key lookahead plans for
  * them: the inner stream's size (data extents of an image plus headers and
- * map), plus what compression can add to incompressible data. */
+ * map), plus what compression can add to incompressible data.
+ *
+ * Every chunk costs a key derivation, so a chunk may grow up to 1/16 past
+ * the chunk size when that saves one: a 1 GiB volume of random data (a
+ * stream of 1 GiB and a few KiB) is one chunk of 1 GiB and a few KiB, not
+ * a second chunk of a few KiB.  The stream of item i is cut every lim[i]
+ * bytes: the chunk size, or a little more when the bound allows one chunk
+ * fewer. */
 static int plan(struct writer *w, struct qp_err *err)
 {
+	uint64_t stretch = w->o->chunk_size + w->o->chunk_size / 16;
+
+	if (stretch > BK_WRITER_CHUNK_MAX)
+		stretch = BK_WRITER_CHUNK_MAX;
+
 	w->ub = calloc(w->n + 1, sizeof(*w->ub));
-	if (!w->ub)
+	w->lim = calloc(w->n + 1, sizeof(*w->lim));
+	if (!w->ub || !w->lim)
 		return qp_err_set(err, -ENOMEM, "out of memory");
 	w->ub[0] = 1;
+	w->lim[0] = w->o->chunk_size;
 	for (size_t i = 0; i < w->n; i++) {
 		const struct bk_wfile *f = &w->files[i];
 		uint64_t est = f->len + 8192;
@@ -559,7 +574,12 @@ static int plan(struct writer *w, struct qp_err *err)
 		}
 		if (w->o->filter != BK_FILTER_NONE)
 			est += est / 256 + 64 * (est / BK_WRITER_BLOCK + 1);
-		w->ub[i + 1] = (unsigned)((est + w->o->chunk_size - 1) / w->o->chunk_size);
+		w->ub[i + 1] = (unsigned)((est + stretch - 1) / stretch);
+		if (w->ub[i + 1] == 0)
+			w->ub[i + 1] = 1;
+		w->lim[i + 1] = (est + w->ub[i + 1] - 1) / w->ub[i + 1];
+		if (w->lim[i + 1] < w->o->chunk_size)
+			w->lim[i + 1] = w->o->chunk_size;
 	}
 	return 0;
 }
@@ -577,6 +597,7 @@ static void writer_release(struct writer *w, pthread_t *threads, int nthreads)
 		bk_kdf_job_free(w->ahead[i].job);
 	bk_scrypt_ctx_free(w->ctx);
 	free(w->ub);
+	free(w->lim);
 	pthread_mutex_destroy(&w->lock);
 	pthread_cond_destroy(&w->cond_work);
 	pthread_cond_destroy(&w->cond_done);

@@ -389,6 +389,32 @@ t_default_kdf() {
 		_qp_failed "small:private differs"
 }
 
+# A stream a little over the chunk size is one chunk, not a second tiny
+# one (each costs a key derivation); a longer one is cut at the chunk size.
+t_chunks_stretch() {
+	src=$TEST_TMP/stretch
+	head -c $((1024 * 1024)) /dev/urandom >"$D/one.img"
+	head -c $((1536 * 1024)) /dev/urandom >"$D/onehalf.img"
+	QPOOL_ROOT=$src qp vm create --class StandaloneVM sv || _qp_failed "cannot create sv"
+	QPOOL_ROOT=$src qp volume import sv:root "$D/one.img" || _qp_failed "import root"
+	QPOOL_ROOT=$src qp volume import sv:private "$D/onehalf.img" || _qp_failed "import private"
+	assert_ok env QPOOL_ROOT="$src" "$QPOOL" backup --passphrase-file "$D/pass" \
+		--kdf-log-n 10 --chunk-size 1MiB --no-compress "$TEST_TMP/stretch.bak" sv
+	members "$TEST_TMP/stretch.bak" | grep '^vm1/' >"$D/stretch.list"
+	assert_eq "$(grep -c 'root' "$D/stretch.list")" 1 "chunks of a 1 MiB volume"
+	assert_eq "$(grep -c 'private' "$D/stretch.list")" 2 "chunks of a 1.5 MiB volume"
+	tar -itvf "$TEST_TMP/stretch.bak" | awk '/private.img.000/ { print $3 }' >"$D/sizes"
+	assert_eq "$(cat "$D/sizes")" $((1024 * 1024 + 128)) "first chunk of the 1.5 MiB volume"
+	tar -itvf "$TEST_TMP/stretch.bak" | awk '/root.img.000/ { print $3 }' >"$D/size1"
+	[ "$(cat "$D/size1")" -gt $((1024 * 1024 + 128)) ] || _qp_failed "root chunk is not stretched"
+	assert_ok env QPOOL_ROOT="$TEST_TMP/stretch2" "$QPOOL" restore --passphrase-file "$D/pass" \
+		"$TEST_TMP/stretch.bak"
+	vol_of "$TEST_TMP/stretch2" sv:root | cmp -n $((1024 * 1024)) - "$D/one.img" ||
+		_qp_failed "sv:root differs"
+	vol_of "$TEST_TMP/stretch2" sv:private | cmp -n $((1536 * 1024)) - "$D/onehalf.img" ||
+		_qp_failed "sv:private differs"
+}
+
 t_cli_errors() {
 	assert_stderr_matches 'missing DEST' qp backup --passphrase-file "$D/pass"
 	assert_eq "$QP_RC" 2
@@ -421,5 +447,6 @@ qp_test corrupt_byte_in_every_member t_corrupt_byte_in_every_member
 qp_test truncated_archive t_truncated_archive
 qp_test swapped_and_moved_chunks t_swapped_and_moved_chunks
 qp_test default_kdf t_default_kdf
+qp_test chunks_stretch t_chunks_stretch
 qp_test cli_errors t_cli_errors
 qp_done
