@@ -64,8 +64,14 @@ void qfs_node_stat(const struct qfs_node *n, struct stat *st);
 /* ---- qfs_inuse.c: in-use markers ----------------------------------------- */
 
 /* Counts one more open file of VM:VOL; the first one writes the marker
- * <root>/run/inuse/<vm>/<vol> with our pid. */
-int qfs_mark_get(struct qfs_ctx *c, const char *vm, const char *vol);
+ * <root>/run/inuse/<vm>/<vol> with our pid.  *out (borrowed, valid until
+ * the matching qfs_mark_put) is for qfs_mark_write_begin/end. */
+int qfs_mark_get(struct qfs_ctx *c, const char *vm, const char *vol, struct qfs_mark **out);
+/* Around every write to the volume: returns 0, or -EIO while a forced stop
+ * is under way (see qp_vol_quiesce); then qfs_mark_write_end is not called.
+ * A stop waits for the writes between begin and end. */
+int qfs_mark_write_begin(struct qfs_mark *m);
+void qfs_mark_write_end(struct qfs_mark *m);
 /* Counts one fewer; the last one removes the marker. */
 void qfs_mark_put(struct qfs_ctx *c, const char *vm, const char *vol);
 /* Removes every marker we hold (at unmount). */

@@ -1,7 +1,13 @@
 /* In-use markers for volumes open through qpoold: <root>/run/inuse/<vm>/<vol>
  * holds our pid from the first open of the volume's file to its last
  * release (qp_vol_in_use reads them; `qpool vm stop` refuses while one is
- * there).  Markers of a qpoold that died are stale and ignored. */
+ * there).  Markers of a qpoold that died are stale and ignored.
+ *
+ * The marker is also the write gate of a forced stop (qp_vol_quiesce): we
+ * hold a shared flock on it while any write to the volume is under way, and
+ * refuse new writes while the stopper holds its byte-0 lock; the stopper's
+ * exclusive flock then waits for the writes under way to end.  So no write
+ * lands in a volume after `vm stop --force` has committed it. */
 #include "fuse/qfs.h"
 
 #include <dirent.h>
@@ -11,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 struct qfs_mark {
@@ -18,6 +25,9 @@ struct qfs_mark {
 	char *vm;
 	char *vol;
 	unsigned n;
+	int fd;			/* the marker, for its locks; or -1 */
+	pthread_mutex_t gate;
+	unsigned writing;	/* writes under way, under gate */
 };
 
 static char *mark_dir(const struct qfs_ctx *c, const char *vm)
@@ -25,8 +35,9 @@ static char *mark_dir(const struct qfs_ctx *c, const char *vm)
 	return qp_strdupf("%s/%s/%s", c->root, QP_INUSE_DIR, vm);
 }
 
-/* Writes the marker atomically (temp file, rename). */
-static int mark_write(const struct qfs_ctx *c, const char *vm, const char *vol)
+/* Writes the marker atomically (temp file, rename); *lockfd: the marker,
+ * open for its locks. */
+static int mark_write(const struct qfs_ctx *c, const char *vm, const char *vol, int *lockfd)
 {
 	char *dir = mark_dir(c, vm), *path = NULL, *tmp = NULL, buf[32];
 	struct qp_err err = { 0 };
@@ -49,6 +60,9 @@ static int mark_write(const struct qfs_ctx *c, const char *vm, const char *vol)
 		unlink(tmp);
 		goto out;
 	}
+	/* The same inode as the one renamed into place. */
+	*lockfd = fd;
+	fd = -1;
 	r = 0;
 out:
 	if (fd >= 0)
@@ -74,7 +88,17 @@ static void mark_remove(const struct qfs_ctx *c, const char *vm, const char *vol
 	free(dir);
 }
 
-int qfs_mark_get(struct qfs_ctx *c, const char *vm, const char *vol)
+static void mark_free(struct qfs_mark *m)
+{
+	if (m->fd >= 0)
+		close(m->fd);
+	pthread_mutex_destroy(&m->gate);
+	free(m->vm);
+	free(m->vol);
+	free(m);
+}
+
+int qfs_mark_get(struct qfs_ctx *c, const char *vm, const char *vol, struct qfs_mark **out)
 {
 	struct qfs_mark *m;
 	int r = 0;
@@ -94,20 +118,52 @@ int qfs_mark_get(struct qfs_ctx *c, const char *vm, const char *vol)
 			r = -ENOMEM;
 			goto out;
 		}
-		r = mark_write(c, vm, vol);
+		m->fd = -1;
+		pthread_mutex_init(&m->gate, NULL);
+		r = mark_write(c, vm, vol, &m->fd);
 		if (r < 0) {
-			free(m->vm);
-			free(m->vol);
-			free(m);
+			mark_free(m);
 			goto out;
 		}
 		m->next = c->marks;
 		c->marks = m;
 	}
 	m->n++;
+	*out = m;
 out:
 	pthread_mutex_unlock(&c->marks_lock);
 	return r;
+}
+
+int qfs_mark_write_begin(struct qfs_mark *m)
+{
+	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+	int r = 0;
+
+	if (!m || m->fd < 0)
+		return 0;
+	pthread_mutex_lock(&m->gate);
+	if (fcntl(m->fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK) {
+		/* A forced stop is under way. */
+		r = -EIO;
+	} else if (m->writing++ == 0) {
+		/* Waits while a stopper holds it exclusively; the write then
+		 * finds its running copy gone. */
+		while (flock(m->fd, LOCK_SH) < 0 && errno == EINTR)
+			;
+	}
+	pthread_mutex_unlock(&m->gate);
+	return r;
+}
+
+void qfs_mark_write_end(struct qfs_mark *m)
+{
+	if (!m || m->fd < 0)
+		return;
+	pthread_mutex_lock(&m->gate);
+	if (--m->writing == 0)
+		flock(m->fd, LOCK_UN);
+	pthread_mutex_unlock(&m->gate);
 }
 
 void qfs_mark_put(struct qfs_ctx *c, const char *vm, const char *vol)
@@ -121,9 +177,7 @@ void qfs_mark_put(struct qfs_ctx *c, const char *vm, const char *vol)
 		if (--m->n == 0) {
 			*pp = m->next;
 			mark_remove(c, vm, vol);
-			free(m->vm);
-			free(m->vol);
-			free(m);
+			mark_free(m);
 		}
 		break;
 	}
@@ -138,9 +192,7 @@ void qfs_mark_drop_all(struct qfs_ctx *c)
 	while ((m = c->marks)) {
 		c->marks = m->next;
 		mark_remove(c, m->vm, m->vol);
-		free(m->vm);
-		free(m->vol);
-		free(m);
+		mark_free(m);
 	}
 	pthread_mutex_unlock(&c->marks_lock);
 }

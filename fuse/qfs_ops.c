@@ -30,6 +30,7 @@ struct qfs_file {
 	char *backing;
 	struct stat opened;
 	struct qfs_wgen *wgen;	/* write counters of the backing */
+	struct qfs_mark *mark;	/* the volume's in-use marker */
 	struct qfs_ahead *ahead;	/* O_DIRECT readers only, or NULL */
 };
 
@@ -219,7 +220,7 @@ static int qfs_open(const char *path, struct fuse_file_info *fi)
 	r = -EPERM;
 	if ((fi->flags & O_TRUNC) && f->node.size)
 		goto out;
-	r = qfs_mark_get(c, f->node.vm, f->node.vol);
+	r = qfs_mark_get(c, f->node.vm, f->node.vol, &f->mark);
 	if (r < 0)
 		goto out;
 	r = open_backing(f, backing, fi->flags);
@@ -279,8 +280,9 @@ static int qfs_release(const char *path, struct fuse_file_info *fi)
 /* Whether the running copy a writable file opened is still the one at its
  * path.  A stop (forced, while the file is open) commits it, that is
  * renames it to the committed name, or discards it: writes through the old
- * handle would then land in committed data, so they fail with EIO.  A stop
- * between this check and the write itself is not caught. */
+ * handle would then land in committed data, so they fail with EIO.  The
+ * in-use marker's write gate (write_enter) makes the check and the write
+ * one step for a forced stop. */
 static bool still_running(const struct qfs_file *f)
 {
 	struct stat now;
@@ -290,6 +292,29 @@ static bool still_running(const struct qfs_file *f)
 	if (S_ISBLK(f->opened.st_mode))
 		return S_ISBLK(now.st_mode) && now.st_rdev == f->opened.st_rdev;
 	return now.st_dev == f->opened.st_dev && now.st_ino == f->opened.st_ino;
+}
+
+/* Before a write or fallocate: -EIO when the VM was stopped (forced) under
+ * the file or is being stopped, else 0 and the write counts as under way
+ * (a forced stop waits for it) until write_leave. */
+static int write_enter(struct qfs_file *f)
+{
+	int r = qfs_mark_write_begin(f->mark);
+
+	if (r < 0)
+		return r;
+	if (!still_running(f)) {
+		qfs_mark_write_end(f->mark);
+		return -EIO;
+	}
+	qfs_wgen_begin(f->wgen);
+	return 0;
+}
+
+static void write_leave(struct qfs_file *f)
+{
+	qfs_wgen_end(f->wgen);
+	qfs_mark_write_end(f->mark);
 }
 
 /* Clamps a request to the volume's size: *len becomes 0 at or past the end. */
@@ -429,8 +454,6 @@ static int qfs_write(const char *path, const char *buf, size_t size, off_t off,
 	(void)path;
 	if (!f->node.writable)
 		return -EROFS;
-	if (!still_running(f))
-		return -EIO;
 	r = clamp(f, off, &size);
 	if (r < 0)
 		return r;
@@ -443,9 +466,11 @@ static int qfs_write(const char *path, const char *buf, size_t size, off_t off,
 			return -ENOMEM;
 		memcpy(src, buf, size);
 	}
-	qfs_wgen_begin(f->wgen);
+	r = write_enter(f);
+	if (r < 0)
+		return r;
 	n = io_full(true, io_fd(f, src, size, off), src, size, off);
-	qfs_wgen_end(f->wgen);
+	write_leave(f);
 	return (int)n;
 }
 
@@ -475,14 +500,14 @@ static int qfs_fallocate(const char *path, int mode, off_t off, off_t len,
 	(void)path;
 	if (!f->node.writable)
 		return -EROFS;
-	if (!still_running(f))
-		return -EIO;
 	if (off < 0 || len <= 0 || (uint64_t)off > f->node.size ||
 	    (uint64_t)len > f->node.size - (uint64_t)off)
 		return -ENOSPC;
-	qfs_wgen_begin(f->wgen);
+	r = write_enter(f);
+	if (r < 0)
+		return r;
 	r = fallocate(f->fd, mode | FALLOC_FL_KEEP_SIZE, off, len) < 0 ? -errno : 0;
-	qfs_wgen_end(f->wgen);
+	write_leave(f);
 	return r;
 }
 

@@ -768,15 +768,21 @@ int qp_vm_stop(struct qp_state *st, const char *name, unsigned flags, struct qp_
 			return qp_err_prefix(err, "cannot stop VM '%s'", name);
 	}
 	/* Each volume commits or discards on its own; one that fails keeps the
-	 * VM marked running so that a second stop finishes the job. */
+	 * VM marked running so that a second stop finishes the job.  A volume
+	 * still open through qpoold (forced) takes no write while it does. */
 	for (size_t i = 0; i < d->n_vols; i++) {
 		struct qp_volume *v = d->vols[i];
 		struct qp_err e2 = { 0 };
+		int gate = -1;
 
-		if (v->pool->drv->vol_stop(v, &e2) < 0 && r == 0) {
-			*err = e2;
-			r = qp_err_prefix(err, "cannot stop volume '%s:%s'", name, v->name);
+		if (qp_vol_quiesce(v, &gate, &e2) < 0 ||
+		    v->pool->drv->vol_stop(v, &e2) < 0) {
+			if (r == 0) {
+				*err = e2;
+				r = qp_err_prefix(err, "cannot stop volume '%s:%s'", name, v->name);
+			}
 		}
+		qp_vol_quiesce_end(gate);
 	}
 	if (r < 0)
 		return r;

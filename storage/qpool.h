@@ -336,6 +336,13 @@ int qp_vm_set_owner(struct qp_state *st, const char *name, const char *owner,
 /* *out is true when a live process marks @v as in use.  Markers whose
  * process is gone are stale: they are ignored and removed. */
 int qp_vol_in_use(struct qp_volume *v, bool *out, struct qp_err *err);
+/* For a forced stop of @v while it is in use: makes the marking process
+ * (qpoold) refuse new writes to @v and waits (up to 10 s) for the writes
+ * under way to end.  *lockfd: -1 when @v is not marked, else a descriptor
+ * to hand to qp_vol_quiesce_end once @v is committed or discarded (or the
+ * process dies: the locks go with it).  Returns 0 or a negative errno. */
+int qp_vol_quiesce(struct qp_volume *v, int *lockfd, struct qp_err *err);
+void qp_vol_quiesce_end(int lockfd);
 
 /* ---- driver interface (storage/driver.h has the table) ---------------- */
 

@@ -238,6 +238,67 @@ t_inuse() {
 		"committed private after a stale write"
 	assert_eq "$(qp volume export app:private - | head -c 15)" "before the stop" \
 		"what the writer wrote while the VM ran"
+	t_inuse_gate
+}
+
+# The write gate of a forced stop.  While a stopper holds the marker's
+# byte-0 lock, writes fail with EIO; once it lets go they work again.  And
+# a forced stop under writers that never pause: it ends, and nothing they
+# write after it lands in the committed volume.
+t_inuse_gate() {
+	qp_require_cmd python3
+	vm_start app
+	_m=$QPOOL_ROOT/run/inuse/app/private
+	rm -f "$TEST_TMP/locked" "$TEST_TMP/unlock"
+	python3 - "$_m" "$TEST_TMP" <<'PY' &
+import fcntl, os, struct, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 1, 0))
+open(sys.argv[2] + "/locked", "w").close()
+# Until told, or 30 s: a failed test must not wait for it.
+for _ in range(600):
+    if os.path.exists(sys.argv[2] + "/unlock"):
+        break
+    time.sleep(0.05)
+PY
+	_p=$!
+	hold "$MNT/app/private.img"
+	_i=0
+	while [ ! -e "$TEST_TMP/locked" ] && [ "$_i" -lt 100 ]; do
+		sleep 0.05
+		_i=$((_i + 1))
+	done
+	assert_exists "$TEST_TMP/locked"
+	assert_stderr_matches "Input/output error" \
+		dd if=/dev/zero of="$MNT/app/private.img" bs=4k count=1 conv=notrunc
+	: >"$TEST_TMP/unlock"
+	wait "$_p"
+	assert_ok dd if=/dev/zero of="$MNT/app/private.img" bs=4k count=1 conv=notrunc
+	unhold
+	# Two writers in a loop, each write a different pattern, O_DIRECT.
+	rm -f "$TEST_TMP/stop"
+	_ws=
+	for _k in 1 2; do
+		(
+			_n=0
+			while [ ! -e "$TEST_TMP/stop" ]; do
+				_n=$((_n + 1))
+				head -c 65536 /dev/urandom | dd of="$MNT/app/private.img" bs=64k \
+					seek=$_k oflag=direct conv=notrunc 2>/dev/null
+			done
+		) &
+		_ws="$_ws $!"
+	done
+	sleep 1
+	assert_ok qp vm stop --force app
+	_c1=$(qp volume export app:private - | head -c $((3 * 65536)) | cksum)
+	sleep 1
+	: >"$TEST_TMP/stop"
+	for _p in $_ws; do
+		wait "$_p"
+	done
+	assert_eq "$(qp volume export app:private - | head -c $((3 * 65536)) | cksum)" "$_c1" \
+		"committed private while the writers went on"
 }
 
 t_concurrent() {
