@@ -300,6 +300,7 @@ static int write_archive(int fd, const struct plan *p, const struct bk_backup_op
 	if (r == 0)
 		r = bk_filter_lookup(o->compress ? (o->filter ? o->filter : "gzip") : "none",
 				     &wo.filter, err);
+	wo.filter_name = o->filter;
 	if (r < 0)
 		goto out;
 	wo.backup_id = id;

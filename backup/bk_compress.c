@@ -5,10 +5,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <spawn.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -181,6 +184,28 @@ int bk_filter_argv(const char *name, int decompress, const char *argv[4], struct
 		return 0;
 	}
 	return qp_err_set(err, -EINVAL, "no program for compression filter '%s'", name ? name : "");
+}
+
+int bk_filter_check(const char *name, struct qp_err *err)
+{
+	const char *argv[4], *path = getenv("PATH");
+	char buf[4096];
+	int r = bk_filter_argv(name, 0, argv, err);
+
+	if (r < 0)
+		return r;
+	for (const char *p = path ? path : "/usr/bin:/bin"; *p;) {
+		size_t n = strcspn(p, ":");
+
+		if (n && n + strlen(argv[0]) + 2 <= sizeof(buf)) {
+			snprintf(buf, sizeof(buf), "%.*s/%s", (int)n, p, argv[0]);
+			if (access(buf, X_OK) == 0)
+				return 0;
+		}
+		p += n + (p[n] == ':');
+	}
+	return qp_err_set(err, -ENOENT, "compression filter '%s' needs the program '%s', which is not installed",
+			  name, argv[0]);
 }
 
 /* ---- block compression -------------------------------------------------- */
@@ -559,6 +584,94 @@ fail:
 	close_fd(&out_p[1]);
 	close_fd(&c->err_fd);
 	return ret;
+}
+
+static void last_line(int fd, char *line, size_t size);
+
+int bk_filter_block(const char *name, const void *in, size_t n, struct bk_buf *out,
+		    struct qp_err *err)
+{
+	const char *argv[4];
+	posix_spawn_file_actions_t fa;
+	int in_fd = -1, out_fd = -1, err_fd = -1, status, r;
+	bool fa_ok = false;
+	char line[512];
+	struct stat st;
+	pid_t pid;
+
+	r = bk_filter_argv(name, 0, argv, err);
+	if (r < 0)
+		return r;
+	/* The block in and out through memory files: no pipes to keep fed. */
+	in_fd = memfd_create("bk-filter-in", MFD_CLOEXEC);
+	out_fd = memfd_create("bk-filter-out", MFD_CLOEXEC);
+	err_fd = memfd_create("bk-filter-stderr", MFD_CLOEXEC);
+	if (in_fd < 0 || out_fd < 0 || err_fd < 0 || posix_spawn_file_actions_init(&fa)) {
+		r = qp_err_set(err, -errno, "cannot run '%s': %s", argv[0], strerror(errno));
+		goto out;
+	}
+	fa_ok = true;
+	for (size_t done = 0; done < n;) {
+		ssize_t k = pwrite(in_fd, (const char *)in + done, n - done, (off_t)done);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			r = qp_err_set(err, -errno, "cannot run '%s': %s", argv[0], strerror(errno));
+			goto out;
+		}
+		done += (size_t)k;
+	}
+	/* posix_spawn, not fork: no copy of this process's page tables (which
+	 * may map scrypt's gigabyte) for every block. */
+	if (posix_spawn_file_actions_adddup2(&fa, in_fd, 0) ||
+	    posix_spawn_file_actions_adddup2(&fa, out_fd, 1) ||
+	    posix_spawn_file_actions_adddup2(&fa, err_fd, 2)) {
+		r = qp_err_set(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	r = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+	if (r) {
+		r = qp_err_set(err, -r, "cannot run '%s': %s", argv[0], strerror(r));
+		goto out;
+	}
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR) {
+			r = qp_err_set(err, -errno, "cannot wait for '%s': %s", argv[0], strerror(errno));
+			goto out;
+		}
+	}
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		last_line(err_fd, line, sizeof(line));
+		r = qp_err_set(err, -EIO, "'%s' failed%s%s", argv[0], *line ? ": " : "", line);
+		goto out;
+	}
+	r = fstat(out_fd, &st) < 0 ? -errno : bk_buf_reserve(out, (size_t)st.st_size);
+	if (r < 0) {
+		r = qp_err_set(err, r, "cannot read the output of '%s': %s", argv[0], strerror(-r));
+		goto out;
+	}
+	for (size_t done = 0; done < (size_t)st.st_size;) {
+		ssize_t k = pread(out_fd, out->data + out->len + done, (size_t)st.st_size - done,
+				  (off_t)done);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			r = qp_err_set(err, -EIO, "cannot read the output of '%s'", argv[0]);
+			goto out;
+		}
+		done += (size_t)k;
+	}
+	out->len += (size_t)st.st_size;
+	r = 0;
+out:
+	if (fa_ok)
+		posix_spawn_file_actions_destroy(&fa);
+	close_fd(&in_fd);
+	close_fd(&out_fd);
+	close_fd(&err_fd);
+	return r;
 }
 
 /* The last non-empty line the child wrote to stderr, into @line. */

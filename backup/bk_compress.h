@@ -118,6 +118,16 @@ uint64_t bk_decomp_total(const struct bk_decomp *d);
  * "zstd"): compressing to stdout, or decompressing with @decompress. */
 int bk_filter_argv(const char *name, int decompress, const char *argv[4], struct qp_err *err);
 
+/* 0 when the program of external filter @name is on PATH; else -ENOENT
+ * ("... needs the program 'xz', which is not installed") or -EINVAL. */
+int bk_filter_check(const char *name, struct qp_err *err);
+
+/* Compresses @n bytes of @in with the program of external filter @name
+ * (one complete stream: bzip2 and xz read concatenated streams as one) and
+ * appends its output to @out.  Threads may call it at once. */
+int bk_filter_block(const char *name, const void *in, size_t n, struct bk_buf *out,
+		    struct qp_err *err);
+
 struct bk_child {
 	pid_t pid;
 	int in_fd;  /* write end of the child's stdin, or -1 */

@@ -155,8 +155,7 @@ static int check_header(struct restore *r, struct qp_err *err)
 		ret = bk_filter_lookup(r->hdr->compressed ? r->hdr->compression_filter : "none",
 				       &r->filter, err);
 	if (ret == 0 && r->filter == BK_FILTER_EXTERNAL)
-		ret = qp_err_set(err, -ENOTSUP, "compression filter '%s' is not supported",
-				 r->hdr->compression_filter);
+		ret = bk_filter_check(r->hdr->compression_filter, err);
 	bk_scrypt_ctx_free(ctx);
 	bk_scrypt_key_free(key);
 	bk_secure_free(pass);
@@ -572,13 +571,15 @@ static int next_member(struct restore *r, const char *root, const struct bk_tar_
 		if (first) {
 			r->cur_vol = NULL;
 			r->cur_wanted = true;
-			ret = bk_rstream_start(r->filter, XML_MAX + (1 << 20), "qubes.xml", NULL, NULL,
-					       XML_MAX, &r->rs, err);
+			ret = bk_rstream_start(r->filter, r->hdr->compression_filter,
+					       XML_MAX + (1 << 20), "qubes.xml", NULL, NULL, XML_MAX,
+					       &r->rs, err);
 		} else {
 			ret = classify(r, base, err);
 			if (ret == 0 && r->cur_wanted)
-				ret = bk_rstream_start(r->filter, r->cur_vol->vm->budget + (64u << 20),
-						       base, open_vol, r->cur_vol, 0, &r->rs, err);
+				ret = bk_rstream_start(r->filter, r->hdr->compression_filter,
+						       r->cur_vol->vm->budget + (64u << 20), base,
+						       open_vol, r->cur_vol, 0, &r->rs, err);
 		}
 		if (ret < 0)
 			return ret;

@@ -4,6 +4,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,6 +150,7 @@ struct bk_rstream {
 	int cur; /* chunk being read by the thread */
 	/* thread's setup */
 	enum bk_filter f;
+	char prog[32];	/* filter name, for BK_FILTER_EXTERNAL */
 	uint64_t limit;
 	char name[BK_TAR_NAME_MAX];
 	bk_rstream_open_fn open;
@@ -260,6 +264,136 @@ static int read_mem(struct bk_rstream *rs, struct bk_tar_reader *tr,
 	return 0;
 }
 
+/* ---- external filter programs: the chunks go through the program ------------------- */
+
+struct ext {
+	struct bk_child c;
+	struct bk_in *src;	/* the chunks */
+	pthread_t feeder;
+	bool feeding;
+	int ret;		/* the feeder's */
+	struct qp_err err;
+	uint64_t limit, total;
+	const char *name;
+};
+
+static void *feed_main(void *arg)
+{
+	struct ext *x = arg;
+	uint8_t *buf = malloc(IO);
+	sigset_t set;
+
+	/* A program that stops reading makes writes fail with EPIPE. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	x->ret = buf ? 0 : qp_err_set(&x->err, -ENOMEM, "out of memory");
+	while (x->ret == 0) {
+		ssize_t n = bk_in_read(x->src, buf, IO, &x->err);
+		struct bk_out o;
+
+		if (n <= 0) {
+			x->ret = (int)n;
+			break;
+		}
+		bk_out_init_fd(&o, x->c.in_fd);
+		x->ret = bk_out_write(&o, buf, (size_t)n, &x->err);
+	}
+	close(x->c.in_fd);
+	x->c.in_fd = -1;
+	free(buf);
+	return NULL;
+}
+
+static ssize_t ext_read(void *ctx, void *buf, size_t len, struct qp_err *err)
+{
+	struct ext *x = ctx;
+	ssize_t n;
+
+	while ((n = read(x->c.out_fd, buf, len)) < 0 && errno == EINTR)
+		;
+	if (n < 0)
+		return qp_err_set(err, -errno, "cannot read from '%s': %s", x->name, strerror(errno));
+	x->total += (uint64_t)n;
+	if (x->total > x->limit)
+		return qp_err_set(err, -EFBIG, "'%s' gives more data than the backup declares",
+				  x->name);
+	return n;
+}
+
+static int ext_start(struct ext *x, const char *name, struct bk_in *src, uint64_t limit,
+		     struct qp_err *err)
+{
+	const char *argv[4];
+	int r;
+
+	x->name = name;
+	x->src = src;
+	x->limit = limit;
+	r = bk_filter_argv(name, 1, argv, err);
+	if (r == 0)
+		r = bk_filter_check(name, err);
+	if (r == 0)
+		r = bk_filter_spawn(argv, -1, -1, &x->c, err);
+	if (r < 0)
+		return r;
+	r = pthread_create(&x->feeder, NULL, feed_main, x);
+	if (r) {
+		kill(x->c.pid, SIGKILL);
+		bk_filter_wait(&x->c, &(struct qp_err){ 0 });
+		return qp_err_set(err, -r, "cannot start a thread: %s", strerror(r));
+	}
+	x->feeding = true;
+	return 0;
+}
+
+/* After the output's end (@ret 0) or a failure: the program's verdict. */
+static int ext_finish(struct ext *x, int ret, struct qp_err *err)
+{
+	struct qp_err e2 = { 0 };
+	int r;
+
+	bool exited = false;
+
+	if (!x->feeding)
+		return ret;
+	close(x->c.out_fd);
+	x->c.out_fd = -1;
+	if (ret < 0) {
+		/* A program that refused the data has exited, or does so now
+		 * that its output is closed; its message says more than ours. */
+		for (int i = 0; i < 50 && !exited; i++) {
+			siginfo_t si = { 0 };
+
+			exited = waitid(P_PID, (id_t)x->c.pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+				 si.si_pid == x->c.pid;
+			if (!exited)
+				nanosleep(&(struct timespec){ .tv_nsec = 2000000 }, NULL);
+		}
+		/* Else stop it: the feeder's writes then fail. */
+		if (!exited)
+			kill(x->c.pid, SIGKILL);
+	}
+	pthread_join(x->feeder, NULL);
+	x->feeding = false;
+	r = bk_filter_wait(&x->c, &e2);
+	if (ret < 0 && exited && r < 0) {
+		*err = e2;
+		return qp_err_prefix(err, "'%s' cannot decompress the data", x->name);
+	}
+	if (ret < 0)
+		return ret;
+	if (x->ret < 0 && x->ret != -EPIPE) {
+		*err = x->err;
+		return x->ret;
+	}
+	if (r < 0 || x->ret < 0) {
+		*err = e2;
+		return qp_err_prefix(err, "'%s' cannot decompress the data", x->name);
+	}
+	return 0;
+}
+
 static int extract(struct bk_rstream *rs, struct qp_err *err)
 {
 	struct bk_in chunks = { .read = chunks_read, .ctx = rs, .fd = -1 };
@@ -267,9 +401,15 @@ static int extract(struct bk_rstream *rs, struct qp_err *err)
 	struct bk_in plain = { .read = decomp_read, .ctx = &ds, .fd = -1 };
 	struct bk_tar_reader *tr = NULL;
 	struct bk_tar_entry ent;
+	struct ext x = { .c = { .pid = -1, .in_fd = -1, .out_fd = -1, .err_fd = -1 } };
 	int fd = -1, ret;
 
-	ret = bk_decomp_new(rs->f, rs->limit, &ds.d, err);
+	if (rs->f == BK_FILTER_EXTERNAL) {
+		ret = ext_start(&x, rs->prog, &chunks, rs->limit, err);
+		plain = (struct bk_in){ .read = ext_read, .ctx = &x, .fd = -1 };
+	} else {
+		ret = bk_decomp_new(rs->f, rs->limit, &ds.d, err);
+	}
 	if (ret == 0)
 		ret = bk_tar_reader_new(&plain, BK_TAR_INNER, rs->limit, &tr, err);
 	if (ret == 0)
@@ -299,6 +439,7 @@ static int extract(struct bk_rstream *rs, struct qp_err *err)
 	if (ret == 0)
 		ret = drain_zeros(&plain, err);
 out:
+	ret = ext_finish(&x, ret, err);
 	bk_tar_reader_free(tr);
 	bk_decomp_free(ds.d);
 	if (ret < 0)
@@ -321,8 +462,9 @@ static void *rstream_main(void *arg)
 	return NULL;
 }
 
-int bk_rstream_start(enum bk_filter f, uint64_t limit, const char *name, bk_rstream_open_fn open,
-		     void *ctx, size_t max_mem, struct bk_rstream **out, struct qp_err *err)
+int bk_rstream_start(enum bk_filter f, const char *prog, uint64_t limit, const char *name,
+		     bk_rstream_open_fn open, void *ctx, size_t max_mem, struct bk_rstream **out,
+		     struct qp_err *err)
 {
 	struct bk_rstream *rs;
 	int r;
@@ -333,6 +475,11 @@ int bk_rstream_start(enum bk_filter f, uint64_t limit, const char *name, bk_rstr
 		return qp_err_set(err, -ENOMEM, "out of memory");
 	rs->cur = -1;
 	rs->f = f;
+	if (f == BK_FILTER_EXTERNAL && (!prog || strlen(prog) >= sizeof(rs->prog))) {
+		free(rs);
+		return qp_err_set(err, -EINVAL, "no program for the compression filter");
+	}
+	snprintf(rs->prog, sizeof(rs->prog), "%s", prog ? prog : "");
 	rs->limit = limit;
 	snprintf(rs->name, sizeof(rs->name), "%s", name);
 	rs->open = open;

@@ -40,9 +40,13 @@ typedef int (*bk_rstream_open_fn)(void *ctx, const struct bk_tar_entry *ent, int
 struct bk_rstream;
 
 /* Starts the extraction thread for the file whose inner entry must be named
- * @name; decompressed output beyond @limit bytes fails with -EFBIG. */
-int bk_rstream_start(enum bk_filter f, uint64_t limit, const char *name, bk_rstream_open_fn open,
-		     void *ctx, size_t max_mem, struct bk_rstream **out, struct qp_err *err);
+ * @name; decompressed output beyond @limit bytes fails with -EFBIG.  For
+ * BK_FILTER_EXTERNAL, @prog names the filter ("bzip2", "xz"...), whose
+ * program decompresses the chunks (they are MAC-checked before it sees
+ * them). */
+int bk_rstream_start(enum bk_filter f, const char *prog, uint64_t limit, const char *name,
+		     bk_rstream_open_fn open, void *ctx, size_t max_mem, struct bk_rstream **out,
+		     struct qp_err *err);
 /* Hands over the next verified chunk (@fd is then owned by the stream).
  * Waits while two chunks are queued.  Fails when the thread failed. */
 int bk_rstream_push(struct bk_rstream *rs, int fd, struct qp_err *err);

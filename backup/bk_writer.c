@@ -129,6 +129,8 @@ static int compress_block(const struct bk_writer_opts *o, struct slot *s, struct
 		if (r < 0)
 			return r;
 	}
+	if (o->filter == BK_FILTER_EXTERNAL)
+		return bk_filter_block(o->filter_name, s->in.data, s->in.len, &s->out, err);
 	return bk_compress_block(o->filter, o->level, s->in.data, s->in.len, &s->out, err);
 }
 
@@ -616,10 +618,8 @@ int bk_writer_run(int fd, const struct bk_wfile *files, size_t n, const struct b
 		return qp_err_set(err, -EINVAL, "chunk size must be from 1 byte to 4 GiB");
 	if (o->workers < 1 || o->workers > 64 || o->kdf_ahead < 1)
 		return qp_err_set(err, -EINVAL, "invalid thread counts");
-	if (o->filter != BK_FILTER_NONE && o->filter != BK_FILTER_GZIP &&
-	    o->filter != BK_FILTER_ZSTD)
-		return qp_err_set(err, -EINVAL, "filter '%s' cannot compress in blocks",
-				  bk_filter_name(o->filter));
+	if (o->filter == BK_FILTER_EXTERNAL && (r = bk_filter_check(o->filter_name, err)) < 0)
+		return r;
 	pthread_mutex_init(&w.lock, NULL);
 	pthread_cond_init(&w.cond_work, NULL);
 	pthread_cond_init(&w.cond_done, NULL);

@@ -46,7 +46,8 @@ struct bk_writer_opts {
 	const void *pass; /* the user's passphrase */
 	size_t passlen;
 	struct bk_scrypt_params kdf;
-	enum bk_filter filter; /* BK_FILTER_NONE, _GZIP or _ZSTD */
+	enum bk_filter filter; /* BK_FILTER_NONE, _GZIP, _ZSTD or _EXTERNAL */
+	const char *filter_name; /* the program's filter, for _EXTERNAL */
 	int level;	       /* <= 0: default */
 	uint64_t chunk_size;
 	unsigned sparse_flags; /* for bk_inner_write_sparse */

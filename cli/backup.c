@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "backup/bk_backup.h"
+#include "backup/bk_compress.h"
 #include "backup/bk_restore.h"
 #include "backup/bk_secure.h"
 #include "backup/bk_tar.h"
@@ -33,7 +34,8 @@ static const struct cli_cmd backup_cmd = {
 	"                       otherwise it is asked twice on the terminal\n"
 	"  --compress, -z       compress with gzip (the default)\n"
 	"  --no-compress        do not compress\n"
-	"  -Z, --compress-filter FILTER  gzip or zstd\n"
+	"  -Z, --compress-filter FILTER  gzip (default), zstd (both built in), or bzip2,\n"
+	"                       pbzip2, xz, lzma (run as programs, much slower)\n"
 	"  --compress-level N   compression level (default: gzip 1, zstd 3)\n"
 	"  -x, --exclude VM     leave VM out (repeatable)\n"
 	"  -y, --yes            do not ask for confirmation\n"
@@ -288,6 +290,8 @@ int cli_backup_main(const struct cli_ctx *ctx, int argc, char **argv)
 	char **excl = NULL, *pass = NULL;
 	size_t nexcl = 0, plen = 0;
 	bool yes = false;
+	enum bk_filter filt;
+	struct qp_err ferr = { 0 };
 	long long v;
 	double secs;
 	int c, ret = CLI_USAGE;
@@ -301,8 +305,12 @@ int cli_backup_main(const struct cli_ctx *ctx, int argc, char **argv)
 		case 'z': o.compress = true; break;
 		case 'n': o.compress = false; break;
 		case 'Z':
-			if (strcmp(optarg, "gzip") && strcmp(optarg, "zstd")) {
-				ret = cli_usage(ctx, &backup_cmd, "compression filter '%s' is not supported for writing (gzip, zstd)", optarg);
+			if (bk_filter_lookup(optarg, &filt, &ferr) < 0 || !strcmp(optarg, "none")) {
+				ret = cli_usage(ctx, &backup_cmd, "unknown compression filter '%s' (gzip, zstd, bzip2, xz...)", optarg);
+				goto out;
+			}
+			if (filt == BK_FILTER_EXTERNAL && bk_filter_check(optarg, &ferr) < 0) {
+				ret = cli_error("%s", ferr.msg);
 				goto out;
 			}
 			o.filter = optarg;

@@ -211,12 +211,14 @@ t_wrong_passphrase_creates_nothing() {
 
 # A backup built the way Qubes builds one: GNU tar --sparse, gzip, split,
 # scrypt enc per chunk, a Qubes 4 qubes.xml, one tar --posix per member.
-t_qubes_made_backup_restores() {
-	q=$TEST_TMP/q
+# qubes_made FILTER PROGRAM: $q/backup, a backup built the way Qubes writes
+# one, whose header names FILTER and whose streams PROGRAM compressed.
+qubes_made() {
+	q=$TEST_TMP/q-$1-$2
 	mkdir -p "$q/in/t" "$q/in/a" "$q/out/vm2" "$q/out/vm5"
 	id=20230405T123455-1234
-	printf 'version=4\nencrypted=True\ncompressed=True\ncompression-filter=gzip\nhmac-algorithm=scrypt\nbackup-id=%s\n' \
-		"$id" >"$q/out/backup-header"
+	printf 'version=4\nencrypted=True\ncompressed=True\ncompression-filter=%s\nhmac-algorithm=scrypt\nbackup-id=%s\n' \
+		"$1" "$id" >"$q/out/backup-header"
 	# scrypt enc -P reads the passphrase from stdin, so the data comes from files
 	printf '%s\n' "backup-header!$PASS" |
 		scrypt enc -P --logN 10 -r 8 -p 1 "$q/out/backup-header" "$q/out/backup-header.hmac" ||
@@ -248,11 +250,12 @@ EOF
 	cp "$D/root.img" "$q/in/t/root.img"
 	cp "$D/private.img" "$q/in/t/private.img"
 	cp "$D/work.img" "$q/in/a/private.img"
+	_z=$2
 	# archive_file DIR BASE SUBDIR: tar --sparse | gzip | split | scrypt enc
 	archive_file() {
 		mkdir -p "$q/out/$3"
 		tar -Pc --sparse -C "$1" --dereference --xform="s:^$2:$3\\0:" "$2" 2>/dev/null |
-			gzip | split -a 3 -d -b 1M - "$q/chunk." || return 1
+			"$_z" | split -a 3 -d -b 1M - "$q/chunk." || return 1
 		for c in "$q"/chunk.*; do
 			n=${c##*.}
 			printf '%s\n' "$id!$3$2.$n!$PASS" |
@@ -260,7 +263,7 @@ EOF
 			rm -f "$c"
 		done
 	}
-	(cd "$q/in" && tar -c qubes.xml | gzip | split -a 3 -d -b 1M - "$q/chunk.") || return 1
+	(cd "$q/in" && tar -c qubes.xml | "$_z" | split -a 3 -d -b 1M - "$q/chunk.") || return 1
 	printf '%s\n' "$id!qubes.xml.000!$PASS" |
 		scrypt enc -P --logN 10 -r 8 -p 1 "$q/chunk.000" "$q/out/qubes.xml.000.enc" || return 1
 	rm -f "$q"/chunk.*
@@ -272,6 +275,10 @@ EOF
 		set -- "$@" "$f"
 	done
 	rebuild "$q/out" "$q/backup" "$@" || return 1
+}
+
+t_qubes_made_backup_restores() {
+	qubes_made gzip gzip || return 1
 	dst=$TEST_TMP/qr
 	assert_ok env QPOOL_ROOT="$dst" "$QPOOL" restore --passphrase-file "$D/pass" --verify-only "$q/backup"
 	assert_ok env QPOOL_ROOT="$dst" "$QPOOL" restore --passphrase-file "$D/pass" "$q/backup"
@@ -415,6 +422,49 @@ t_chunks_stretch() {
 		_qp_failed "sv:private differs"
 }
 
+# bzip2 and xz: run as programs, both ways.
+t_external_filters() {
+	for z in bzip2 xz; do
+		QPOOL_ROOT=$SRC backup -Z "$z" --exclude sa "$TEST_TMP/arch-$z" >/dev/null ||
+			_qp_failed "backup with -Z $z"
+		dst=$TEST_TMP/rt-$z
+		assert_ok env QPOOL_ROOT="$dst" "$QPOOL" restore --passphrase-file "$D/pass" \
+			"$TEST_TMP/arch-$z"
+		check_restored "$dst" ""
+		# By hand: scrypt, the program, tar.
+		x=$TEST_TMP/x-$z
+		mkdir -p "$x"
+		(cd "$x" && tar -i -xf "$TEST_TMP/arch-$z") || _qp_failed "tar -x"
+		grep -qx "compression-filter=$z" "$x/backup-header" || _qp_failed "header of -Z $z"
+		id=$(sed -n 's/^backup-id=//p' "$x/backup-header")
+		find "$x/vm1" -name 'root.img.*.enc' | sort -V | while read -r f; do
+			f_dec=${f#"$x/"}
+			printf '%s\n' "$id!${f_dec%.enc}!$PASS" | scrypt dec -P "$f" || break
+		done | "$z" -d | tar -x -C "$x" || _qp_failed "cannot extract vm1/root.img ($z)"
+		cmp "$x/vm1/root.img" "$D/root.img" || _qp_failed "vm1/root.img differs ($z)"
+	done
+	# A backup built the Qubes way with bzip2.
+	qubes_made bzip2 bzip2 || return 1
+	dst=$TEST_TMP/qr-bzip2
+	assert_ok env QPOOL_ROOT="$dst" "$QPOOL" restore --passphrase-file "$D/pass" "$q/backup"
+	vol_of "$dst" debian-12:root | cmp - "$D/root.img" || _qp_failed "debian-12:root differs"
+	vol_of "$dst" mail:private | cmp - "$D/work.img" || _qp_failed "mail:private differs"
+	# A header that says bzip2 over gzip data: refused, nothing restored.
+	qubes_made bzip2 gzip || return 1
+	dst=$TEST_TMP/qr-bad
+	assert_stderr_matches "bzip2.*cannot decompress|cannot decompress" \
+		env QPOOL_ROOT="$dst" "$QPOOL" restore --passphrase-file "$D/pass" "$q/backup"
+	assert_nothing_restored "$dst"
+	# Unknown filters, and a program that is not there.
+	assert_stderr_matches "unknown compression filter 'lz9'" \
+		env QPOOL_ROOT="$SRC" "$QPOOL" backup --passphrase-file "$D/pass" -Z lz9 "$TEST_TMP/no"
+	assert_eq "$QP_RC" 2 "exit status of an unknown filter"
+	assert_stderr_matches "needs the program 'xz', which is not installed" \
+		env PATH=/nonexistent QPOOL_ROOT="$SRC" "$QPOOL" backup --passphrase-file "$D/pass" \
+		-Z xz "$TEST_TMP/no"
+	assert_not_exists "$TEST_TMP/no"
+}
+
 t_cli_errors() {
 	assert_stderr_matches 'missing DEST' qp backup --passphrase-file "$D/pass"
 	assert_eq "$QP_RC" 2
@@ -448,5 +498,6 @@ qp_test truncated_archive t_truncated_archive
 qp_test swapped_and_moved_chunks t_swapped_and_moved_chunks
 qp_test default_kdf t_default_kdf
 qp_test chunks_stretch t_chunks_stretch
+qp_test external_filters t_external_filters
 qp_test cli_errors t_cli_errors
 qp_done
