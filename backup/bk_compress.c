@@ -554,6 +554,7 @@ int bk_filter_spawn(const char *const argv[], int stdin_fd, int stdout_fd, struc
 	int in_p[2] = { -1, -1 }, out_p[2] = { -1, -1 };
 	int ret;
 
+	c->name = argv[0];
 	c->pid = -1;
 	c->in_fd = c->out_fd = -1;
 	c->err_fd = memfd_create("bk-filter-stderr", MFD_CLOEXEC);
@@ -586,18 +587,17 @@ fail:
 	return ret;
 }
 
-static void last_line(int fd, char *line, size_t size);
-
 int bk_filter_block(const char *name, const void *in, size_t n, struct bk_buf *out,
 		    struct qp_err *err)
 {
+	struct bk_child c = { .name = NULL, .pid = -1, .in_fd = -1, .out_fd = -1, .err_fd = -1 };
 	const char *argv[4];
 	posix_spawn_file_actions_t fa;
-	int in_fd = -1, out_fd = -1, err_fd = -1, status, r;
+	int in_fd = -1, out_fd = -1, r;
 	bool fa_ok = false;
-	char line[512];
+	struct bk_out o;
+	struct bk_in i;
 	struct stat st;
-	pid_t pid;
 
 	r = bk_filter_argv(name, 0, argv, err);
 	if (r < 0)
@@ -605,72 +605,51 @@ int bk_filter_block(const char *name, const void *in, size_t n, struct bk_buf *o
 	/* The block in and out through memory files: no pipes to keep fed. */
 	in_fd = memfd_create("bk-filter-in", MFD_CLOEXEC);
 	out_fd = memfd_create("bk-filter-out", MFD_CLOEXEC);
-	err_fd = memfd_create("bk-filter-stderr", MFD_CLOEXEC);
-	if (in_fd < 0 || out_fd < 0 || err_fd < 0 || posix_spawn_file_actions_init(&fa)) {
+	c.err_fd = memfd_create("bk-filter-stderr", MFD_CLOEXEC);
+	if (in_fd < 0 || out_fd < 0 || c.err_fd < 0 || posix_spawn_file_actions_init(&fa)) {
 		r = qp_err_set(err, -errno, "cannot run '%s': %s", argv[0], strerror(errno));
 		goto out;
 	}
 	fa_ok = true;
-	for (size_t done = 0; done < n;) {
-		ssize_t k = pwrite(in_fd, (const char *)in + done, n - done, (off_t)done);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0) {
-			r = qp_err_set(err, -errno, "cannot run '%s': %s", argv[0], strerror(errno));
-			goto out;
-		}
-		done += (size_t)k;
-	}
+	bk_out_init_fd(&o, in_fd);
+	r = bk_out_write(&o, in, n, err);
+	if (r == 0 && lseek(in_fd, 0, SEEK_SET) < 0)
+		r = qp_err_set(err, -errno, "cannot rewind a memory file: %s", strerror(errno));
+	if (r < 0)
+		goto out;
 	/* posix_spawn, not fork: no copy of this process's page tables (which
 	 * may map scrypt's gigabyte) for every block. */
 	if (posix_spawn_file_actions_adddup2(&fa, in_fd, 0) ||
 	    posix_spawn_file_actions_adddup2(&fa, out_fd, 1) ||
-	    posix_spawn_file_actions_adddup2(&fa, err_fd, 2)) {
+	    posix_spawn_file_actions_adddup2(&fa, c.err_fd, 2)) {
 		r = qp_err_set(err, -ENOMEM, "out of memory");
 		goto out;
 	}
-	r = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+	c.name = argv[0];
+	r = posix_spawnp(&c.pid, argv[0], &fa, NULL, (char *const *)argv, environ);
 	if (r) {
+		c.pid = -1;
 		r = qp_err_set(err, -r, "cannot run '%s': %s", argv[0], strerror(r));
 		goto out;
 	}
-	while (waitpid(pid, &status, 0) < 0) {
-		if (errno != EINTR) {
-			r = qp_err_set(err, -errno, "cannot wait for '%s': %s", argv[0], strerror(errno));
-			goto out;
-		}
-	}
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		last_line(err_fd, line, sizeof(line));
-		r = qp_err_set(err, -EIO, "'%s' failed%s%s", argv[0], *line ? ": " : "", line);
+	r = bk_filter_wait(&c, err);
+	if (r == 0 && (fstat(out_fd, &st) < 0 || lseek(out_fd, 0, SEEK_SET) < 0))
+		r = qp_err_set(err, -errno, "cannot read the output of '%s': %s", argv[0],
+			       strerror(errno));
+	if (r == 0 && bk_buf_reserve(out, (size_t)st.st_size) < 0)
+		r = qp_err_set(err, -ENOMEM, "out of memory");
+	if (r < 0)
 		goto out;
-	}
-	r = fstat(out_fd, &st) < 0 ? -errno : bk_buf_reserve(out, (size_t)st.st_size);
-	if (r < 0) {
-		r = qp_err_set(err, r, "cannot read the output of '%s': %s", argv[0], strerror(-r));
-		goto out;
-	}
-	for (size_t done = 0; done < (size_t)st.st_size;) {
-		ssize_t k = pread(out_fd, out->data + out->len + done, (size_t)st.st_size - done,
-				  (off_t)done);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0) {
-			r = qp_err_set(err, -EIO, "cannot read the output of '%s'", argv[0]);
-			goto out;
-		}
-		done += (size_t)k;
-	}
-	out->len += (size_t)st.st_size;
-	r = 0;
+	bk_in_init_fd(&i, out_fd);
+	r = bk_in_read_full(&i, out->data + out->len, (size_t)st.st_size, argv[0], err);
+	if (r == 0)
+		out->len += (size_t)st.st_size;
 out:
 	if (fa_ok)
 		posix_spawn_file_actions_destroy(&fa);
 	close_fd(&in_fd);
 	close_fd(&out_fd);
-	close_fd(&err_fd);
+	close_fd(&c.err_fd);
 	return r;
 }
 
@@ -706,8 +685,8 @@ int bk_filter_wait(struct bk_child *c, struct qp_err *err)
 	if (c->pid > 0) {
 		while (waitpid(c->pid, &status, 0) < 0) {
 			if (errno != EINTR) {
-				ret = qp_err_set(err, -errno, "cannot wait for filter: %s",
-						 strerror(errno));
+				ret = qp_err_set(err, -errno, "cannot wait for '%s': %s",
+						 c->name, strerror(errno));
 				goto out;
 			}
 		}
@@ -715,11 +694,11 @@ int bk_filter_wait(struct bk_child *c, struct qp_err *err)
 		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 			last_line(c->err_fd, line, sizeof(line));
 			if (WIFSIGNALED(status))
-				ret = qp_err_set(err, -EIO, "filter killed by signal %d%s%s",
-						 WTERMSIG(status), *line ? ": " : "", line);
+				ret = qp_err_set(err, -EIO, "'%s' killed by signal %d%s%s",
+						 c->name, WTERMSIG(status), *line ? ": " : "", line);
 			else
-				ret = qp_err_set(err, -EIO, "filter failed with status %d%s%s",
-						 WEXITSTATUS(status), *line ? ": " : "", line);
+				ret = qp_err_set(err, -EIO, "'%s' failed with status %d%s%s",
+						 c->name, WEXITSTATUS(status), *line ? ": " : "", line);
 		}
 	}
 out:

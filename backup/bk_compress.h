@@ -129,6 +129,7 @@ int bk_filter_block(const char *name, const void *in, size_t n, struct bk_buf *o
 		    struct qp_err *err);
 
 struct bk_child {
+	const char *name; /* the program, for messages */
 	pid_t pid;
 	int in_fd;  /* write end of the child's stdin, or -1 */
 	int out_fd; /* read end of the child's stdout, or -1 */

@@ -463,6 +463,15 @@ t_external_filters() {
 		env PATH=/nonexistent QPOOL_ROOT="$SRC" "$QPOOL" backup --passphrase-file "$D/pass" \
 		-Z xz "$TEST_TMP/no"
 	assert_not_exists "$TEST_TMP/no"
+	# A program that fails: its last line of stderr, and no archive.
+	mkdir -p "$TEST_TMP/badbin"
+	printf '#!/bin/sh\necho "xz: cannot allocate memory" >&2\nexit 1\n' >"$TEST_TMP/badbin/xz"
+	chmod +x "$TEST_TMP/badbin/xz"
+	assert_stderr_matches "'xz' failed with status 1: xz: cannot allocate memory" \
+		env PATH="$TEST_TMP/badbin:$PATH" QPOOL_ROOT="$SRC" "$QPOOL" backup \
+		--passphrase-file "$D/pass" --kdf-log-n 10 -Z xz "$TEST_TMP/no"
+	assert_eq "$(printf "%s\n" "$QP_STDERR" | wc -l)" 1 "lines of error when xz fails"
+	assert_not_exists "$TEST_TMP/no"
 }
 
 t_cli_errors() {

@@ -189,7 +189,7 @@ t_external_filter() {
 	bt filter xz <"$d/in" >"$d/in.xz" || _qp_failed "filter xz"
 	xz -dc <"$d/in.xz" | cmp - "$d/in" || _qp_failed "xz output"
 	bt filter xz -d <"$d/in.xz" | cmp - "$d/in" || _qp_failed "filter xz -d"
-	assert_stderr_matches "filter failed" bt filter xz -d <"$d/in"
+	assert_stderr_matches "'xz' failed" bt filter xz -d <"$d/in"
 }
 
 qp_test outer_gnu_tar_lists_and_extracts t_outer_gnu_tar_lists_and_extracts
