@@ -210,6 +210,30 @@ static int bk_fill(struct bk_header *h, char *vals[BK_K_COUNT], struct qp_err *e
 	return 0;
 }
 
+bool bk_header_peek_id(const char *buf, size_t len, char *id, size_t cap)
+{
+	static const char key[] = "backup-id=";
+	const size_t klen = sizeof(key) - 1;
+	bool found = false;
+
+	if (len > BK_HEADER_MAX)
+		return false;
+	for (size_t i = 0; i < len;) {
+		const char *nl = memchr(buf + i, '\n', len - i);
+		size_t end = nl ? (size_t)(nl - buf) : len, n = end - i;
+
+		if (n > klen && !memcmp(buf + i, key, klen)) {
+			if (found || n - klen >= cap)
+				return false;
+			memcpy(id, buf + i + klen, n - klen);
+			id[n - klen] = '\0';
+			found = true;
+		}
+		i = end + 1;
+	}
+	return found && bk_id_valid(id);
+}
+
 int bk_header_parse(const char *buf, size_t len, struct bk_header **out, struct qp_err *err)
 {
 	char *vals[BK_K_COUNT] = { 0 };

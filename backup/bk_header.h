@@ -50,6 +50,13 @@ struct bk_header {
  *    compatible programs pigz, pbzip2, lzma, zstdmt.
  * Violations give -EINVAL.  *@out is the caller's (bk_header_free). */
 int bk_header_parse(const char *buf, size_t len, struct bk_header **out, struct qp_err *err);
+/* The value of the line "backup-id=..." of the header text @buf, copied to
+ * @id: true when there is one line of that key and its value is a valid id
+ * of less than @cap bytes.  For restores, which start deriving the keys of
+ * the members (whose passphrases hold the id) while the header's HMAC is
+ * checked: not a parse (nothing else is looked at), and the keys count
+ * only once the checked header, parsed, names the same id. */
+bool bk_header_peek_id(const char *buf, size_t len, char *id, size_t cap);
 
 /* A version 4 header for a new backup; @filter NULL means "gzip" (written
  * even when not @compressed).  *@out is the caller's. */

@@ -59,6 +59,9 @@ struct restore {
 	struct qp_state *st; /* the host's, locked; NULL when verifying */
 	struct rvm *vms;
 	size_t n_vms;
+	/* the volume whose extraction goes on while the next file is read */
+	struct bk_rstream *prev_rs;
+	struct rvol *prev_vol;
 	/* the file being extracted */
 	struct bk_rstream *rs;
 	char cur[BK_TAR_NAME_MAX]; /* its path, "" when none */
@@ -122,7 +125,7 @@ static int check_header(struct restore *r, struct qp_err *err)
 	size_t tlen = 0, mlen = 0;
 	struct bk_scrypt_key *key = NULL;
 	struct bk_scrypt_ctx *ctx = NULL;
-	char *pass = NULL;
+	char *pass = NULL, id[128];
 	size_t plen = 0;
 	int ret;
 
@@ -132,6 +135,11 @@ static int check_header(struct restore *r, struct qp_err *err)
 				  &mlen, err);
 	if (ret == 0 && mlen < BK_SCRYPT_OVERHEAD)
 		ret = qp_err_set(err, -EBADMSG, "'backup-header.hmac' is truncated");
+	/* The members' keys are derived while the header's is: with the id
+	 * the header's text names, checked against the parsed header below. */
+	if (ret == 0 && bk_header_peek_id((const char *)text, tlen, id, sizeof(id)))
+		bk_prefetch_start(r->o->path, id, r->o->pass, r->o->passlen, &r->o->limits,
+				  &r->pf);
 	if (ret == 0)
 		ret = bk_header_pass_for_header(r->o->pass, r->o->passlen, &pass, &plen, err);
 	if (ret == 0)
@@ -151,6 +159,13 @@ static int check_header(struct restore *r, struct qp_err *err)
 		ret = qp_err_set(err, -EBADMSG, "'backup-header' does not match its .hmac");
 	if (ret == 0)
 		ret = bk_header_parse((const char *)text, tlen, &r->hdr, err);
+	if (ret == 0 && r->pf && strcmp(id, r->hdr->backup_id)) {
+		bk_prefetch_stop(r->pf);
+		r->pf = NULL;
+	}
+	if (ret == 0 && !r->pf)
+		bk_prefetch_start(r->o->path, r->hdr->backup_id, r->o->pass, r->o->passlen,
+				  &r->o->limits, &r->pf);
 	if (ret == 0)
 		ret = bk_filter_lookup(r->hdr->compressed ? r->hdr->compression_filter : "none",
 				       &r->filter, err);
@@ -419,7 +434,8 @@ static int plan_host(struct restore *r, const char *root, struct qp_err *err)
 }
 
 /* Extraction thread: the entry of a volume image was found. */
-static int open_vol(void *ctx, const struct bk_tar_entry *ent, int *fd, struct qp_err *err)
+static int open_vol(void *ctx, const struct bk_tar_entry *ent, int *fd, bool *sync,
+		    struct qp_err *err)
 {
 	struct rvol *rv = ctx;
 	char *path = NULL;
@@ -452,6 +468,7 @@ static int open_vol(void *ctx, const struct bk_tar_entry *ent, int *fd, struct q
 	if (rv->fd < 0)
 		return qp_err_set(err, -errno, "cannot open /dev/null: %s", strerror(errno));
 	*fd = rv->fd;
+	*sync = rv->v != NULL;
 	return 0;
 }
 
@@ -517,6 +534,23 @@ static int classify(struct restore *r, const char *base, struct qp_err *err)
 	return qp_err_set(err, -EBADMSG, "unexpected member '%s.000.enc'", base);
 }
 
+/* Waits for the extraction of the previous volume. */
+static int finish_prev(struct restore *r, struct qp_err *err)
+{
+	int ret;
+
+	if (!r->prev_rs)
+		return 0;
+	ret = bk_rstream_finish(r->prev_rs, NULL, NULL, err);
+	r->prev_rs = NULL;
+	if (ret == 0)
+		r->prev_vol->done = true;
+	return ret;
+}
+
+/* The last chunk of the current file was pushed.  qubes.xml is waited for
+ * (it decides what comes next); a volume goes on extracting (and syncing)
+ * while the next file's chunks are decrypted, one volume at a time. */
 static int finish_file(struct restore *r, const char *root, struct qp_err *err)
 {
 	struct bk_rstream *rs = r->rs;
@@ -533,12 +567,13 @@ static int finish_file(struct restore *r, const char *root, struct qp_err *err)
 		if (ret == 0)
 			ret = plan_host(r, root, err);
 	} else if (rs) {
-		ret = bk_rstream_finish(rs, NULL, NULL, err);
-		if (ret == 0 && r->cur_vol->v && fsync(r->cur_vol->fd) < 0)
-			ret = qp_err_set(err, -errno, "cannot write '%s': %s", r->cur_vol->path,
-					 strerror(errno));
-		if (ret == 0)
-			r->cur_vol->done = true;
+		ret = finish_prev(r, err);
+		if (ret == 0) {
+			r->prev_rs = rs;
+			r->prev_vol = r->cur_vol;
+		} else {
+			bk_rstream_abort(rs);
+		}
 	}
 	r->cur[0] = '\0';
 	return ret;
@@ -663,6 +698,8 @@ static void rollback(struct restore *r)
 
 	bk_rstream_abort(r->rs);
 	r->rs = NULL;
+	bk_rstream_abort(r->prev_rs);
+	r->prev_rs = NULL;
 	for (size_t i = 0; i < r->n_vms; i++)
 		for (size_t j = 0; j < r->vms[i].n_vols; j++) {
 			struct rvol *rv = &r->vms[i].vols[j];
@@ -693,9 +730,6 @@ static int read_archive(struct restore *r, const char *root, struct qp_err *err)
 	int ret;
 
 	ret = check_header(r, err);
-	if (ret == 0)
-		bk_prefetch_start(r->o->path, r->hdr->backup_id, r->o->pass, r->o->passlen,
-				  &r->o->limits, &r->pf);
 	while (ret == 0) {
 		ret = bk_tar_next(r->tr, &ent, err);
 		if (ret <= 0)
@@ -706,6 +740,8 @@ static int read_archive(struct restore *r, const char *root, struct qp_err *err)
 	}
 	if (ret == 0 && r->cur[0])
 		ret = finish_file(r, root, err);
+	if (ret == 0)
+		ret = finish_prev(r, err);
 	if (ret == 0 && !r->bx)
 		ret = qp_err_set(err, -EBADMSG, "'qubes.xml.000.enc' is missing");
 	bk_prefetch_stop(r->pf);

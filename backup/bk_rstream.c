@@ -424,9 +424,13 @@ static int extract(struct bk_rstream *rs, struct qp_err *err)
 		goto out;
 	}
 	if (rs->open) {
-		ret = rs->open(rs->ctx, &ent, &fd, err);
+		bool sync = false;
+
+		ret = rs->open(rs->ctx, &ent, &fd, &sync, err);
 		if (ret == 0)
 			ret = bk_tar_extract(tr, fd, err);
+		if (ret == 0 && sync && fsync(fd) < 0)
+			ret = qp_err_set(err, -errno, "cannot write it: %s", strerror(errno));
 	} else {
 		ret = read_mem(rs, tr, &ent, err);
 	}

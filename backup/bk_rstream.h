@@ -10,6 +10,7 @@
 #ifndef QPOOL_BACKUP_BK_RSTREAM_H
 #define QPOOL_BACKUP_BK_RSTREAM_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "bk_compress.h"
@@ -32,10 +33,11 @@ int bk_member_decrypt(struct bk_tar_reader *r, uint64_t size, const char *backup
 
 /* Where an extracted entry goes: called on the extraction thread once the
  * entry's header is read; returns the descriptor to bk_tar_extract into
- * (kept open by the callee), or a negative errno.  NULL: the entry must be
+ * (kept open by the callee), or a negative errno.  With *@sync set, the
+ * thread also fsyncs it before it reports success.  NULL: the entry must be
  * a regular file of at most @max_mem bytes, kept in memory. */
 typedef int (*bk_rstream_open_fn)(void *ctx, const struct bk_tar_entry *ent, int *fd,
-				  struct qp_err *err);
+				  bool *sync, struct qp_err *err);
 
 struct bk_rstream;
 

@@ -470,6 +470,20 @@ int bk_inner_write_sparse(struct bk_out *out, int fd, const char *name, time_t m
 			  unsigned flags, struct qp_err *err)
 {
 	struct bk_sparse_map m = { 0 };
+	int ret;
+
+	if (name_check(name, strlen(name), err) < 0)
+		return invalid_name(err, "cannot archive image");
+	ret = bk_sparse_scan(fd, flags, &m, err);
+	if (ret == 0)
+		ret = bk_inner_write_sparse_map(out, fd, name, mtime, &m, err);
+	bk_sparse_map_release(&m);
+	return ret;
+}
+
+int bk_inner_write_sparse_map(struct bk_out *out, int fd, const char *name, time_t mtime,
+			      const struct bk_sparse_map *m, struct qp_err *err)
+{
 	struct bk_buf map = { 0 }, pax = { 0 };
 	uint64_t stored, mt = clamp_time(mtime);
 	char *hdr_name = NULL;
@@ -478,23 +492,20 @@ int bk_inner_write_sparse(struct bk_out *out, int fd, const char *name, time_t m
 
 	if (name_check(name, strlen(name), err) < 0)
 		return invalid_name(err, "cannot archive image");
-	ret = bk_sparse_scan(fd, flags, &m, err);
-	if (ret < 0)
-		return ret;
 	ret = -ENOMEM;
-	if (map_text(&m, &map) < 0 || !(hdr_name = sparse_hdr_name(name)) ||
+	if (map_text(m, &map) < 0 || !(hdr_name = sparse_hdr_name(name)) ||
 	    !(buf = malloc(BK_IO_BUF)))
 		goto nomem;
 	stored = map.len;
-	for (size_t i = 0; i < m.n; i++)
-		stored += m.ext[i].len;
-	if (sparse_pax(&pax, name, m.realsize, stored, mt) < 0)
+	for (size_t i = 0; i < m->n; i++)
+		stored += m->ext[i].len;
+	if (sparse_pax(&pax, name, m->realsize, stored, mt) < 0)
 		goto nomem;
 	ret = write_headers(out, name, hdr_name, stored, mt, &pax, err);
 	if (ret == 0)
 		ret = bk_out_write(out, map.data, map.len, err);
-	for (size_t i = 0; ret == 0 && i < m.n; i++)
-		ret = copy_extent(out, fd, &m.ext[i], buf, err);
+	for (size_t i = 0; ret == 0 && i < m->n; i++)
+		ret = copy_extent(out, fd, &m->ext[i], buf, err);
 	if (ret == 0)
 		ret = write_zeros(out, pad512(stored) + 2 * BK_TAR_BLOCK, err);
 	goto out;
@@ -505,7 +516,6 @@ out:
 	free(hdr_name);
 	bk_buf_release(&pax);
 	bk_buf_release(&map);
-	bk_sparse_map_release(&m);
 	return ret;
 }
 

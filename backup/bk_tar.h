@@ -70,6 +70,9 @@ int bk_sparse_scan(int fd, unsigned flags, struct bk_sparse_map *out, struct qp_
  * pieces of at most 1 MiB; the image is read with pread. */
 int bk_inner_write_sparse(struct bk_out *out, int fd, const char *name, time_t mtime,
 			  unsigned flags, struct qp_err *err);
+/* The same with the sparse map @m of @fd found already (bk_sparse_scan). */
+int bk_inner_write_sparse_map(struct bk_out *out, int fd, const char *name, time_t mtime,
+			      const struct bk_sparse_map *m, struct qp_err *err);
 /* Writes a whole inner tar stream holding the regular file @name with
  * @len bytes of @data (qubes.xml is stored as "qubes.xml"). */
 int bk_inner_write_file(struct bk_out *out, const char *name, const void *data, size_t len,

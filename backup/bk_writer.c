@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "bk_aout.h"
 #include "bk_header.h"
 #include "bk_job.h"
 #include "bk_secure.h"
@@ -40,6 +41,7 @@ struct writer {
 	pthread_mutex_t lock;
 	pthread_cond_t cond_work, cond_done, cond_free;
 	struct slot slots[BK_WRITER_SLOTS];
+	size_t scanned; /* files whose sparse map is in maps[] */
 	uint64_t next_fill; /* producer's next sequence number */
 	bool stop;
 	int ret;
@@ -47,9 +49,13 @@ struct writer {
 	/* ---- producer only */
 	struct slot *cur;
 	size_t cur_item;
+	/* ---- written by the scanner, read once scanned says so */
+	struct bk_sparse_map *maps;
+	pthread_t scanner;
+	bool scanning;
 	/* ---- caller only */
-	struct bk_out out;
-	int fd;
+	struct bk_out out; /* through aout */
+	struct bk_aout *aout;
 	unsigned *ub; /* per item: chunks the key lookahead plans for */
 	uint64_t *lim; /* per item: bytes of stream per chunk */
 	struct kdf_ahead ahead[8];
@@ -237,6 +243,48 @@ static int produce(void *ctx, const void *buf, size_t len, struct qp_err *err)
 	return 0;
 }
 
+/* The sparse maps of the images, in order, ahead of the producer: the scan
+ * for zeros reads every image once before its tar header can be written,
+ * and that read runs while the first keys are derived instead of in the
+ * middle of the stream.  It also brings the image into the page cache for
+ * the producer's second read. */
+static void *scanner_main(void *arg)
+{
+	struct writer *w = arg;
+	struct qp_err err = { 0 };
+	int r = 0;
+
+	for (size_t i = 0; r == 0 && i < w->n; i++) {
+		const struct bk_wfile *f = &w->files[i];
+
+		if (f->fd >= 0) {
+			r = bk_sparse_scan(f->fd, w->o->sparse_flags, &w->maps[i], &err);
+			if (r < 0) {
+				qp_err_prefix(&err, "cannot read '%s'", f->path);
+				w_fail(w, r, &err);
+			}
+		}
+		pthread_mutex_lock(&w->lock);
+		if (r == 0)
+			w->scanned = i + 1;
+		if (w->stop)
+			r = -ECANCELED;
+		pthread_cond_broadcast(&w->cond_free);
+		pthread_mutex_unlock(&w->lock);
+	}
+	return NULL;
+}
+
+/* Waits for the sparse map of file @i. */
+static int wait_map(struct writer *w, size_t i, struct qp_err *err)
+{
+	pthread_mutex_lock(&w->lock);
+	while (!w->stop && w->scanned <= i)
+		pthread_cond_wait(&w->cond_free, &w->lock);
+	pthread_mutex_unlock(&w->lock);
+	return w->scanned > i ? 0 : qp_err_set(err, -ECANCELED, "backup cancelled");
+}
+
 static void *producer_main(void *arg)
 {
 	struct writer *w = arg;
@@ -250,8 +298,10 @@ static void *producer_main(void *arg)
 		w->cur_item = i + 1;
 		r = publish(w, false, &err);
 		if (r == 0 && f->fd >= 0)
-			r = bk_inner_write_sparse(&out, f->fd, f->path, w->o->mtime,
-						  w->o->sparse_flags, &err);
+			r = wait_map(w, i, &err);
+		if (r == 0 && f->fd >= 0)
+			r = bk_inner_write_sparse_map(&out, f->fd, f->path, w->o->mtime, &w->maps[i],
+						      &err);
 		else if (r == 0)
 			r = bk_inner_write_file(&out, f->path, f->data, f->len, w->o->mtime, &err);
 		if (r < 0)
@@ -424,9 +474,8 @@ static int chunk_close(struct writer *w, struct qp_err *err)
 		r = bk_tar_member_begin(&mem, w->member, size, w->o->mtime, err);
 	if (r == 0 && hb.len != w->member_hdr_len)
 		r = qp_err_set(err, -EOVERFLOW, "tar header of '%s' changed length", w->member);
-	if (r == 0 && pwrite(w->fd, hb.data, hb.len, (off_t)w->member_off) != (ssize_t)hb.len)
-		r = qp_err_set(err, -errno ? -errno : -EIO, "cannot write the archive: %s",
-			       strerror(errno));
+	if (r == 0)
+		r = bk_aout_pwrite(w->aout, hb.data, hb.len, w->member_off, err);
 	bk_buf_release(&hb);
 	if (r == 0)
 		r = bk_tar_member_end(&w->out, size, err);
@@ -591,6 +640,11 @@ static void writer_release(struct writer *w, pthread_t *threads, int nthreads)
 	w_fail(w, -ECANCELED, &(struct qp_err){ .code = -ECANCELED });
 	for (int i = 0; i < nthreads; i++)
 		pthread_join(threads[i], NULL);
+	if (w->scanning)
+		pthread_join(w->scanner, NULL);
+	for (size_t i = 0; w->maps && i < w->n; i++)
+		bk_sparse_map_release(&w->maps[i]);
+	free(w->maps);
 	for (size_t i = 0; i < BK_WRITER_SLOTS; i++) {
 		bk_buf_release(&w->slots[i].in);
 		bk_buf_release(&w->slots[i].out);
@@ -598,6 +652,7 @@ static void writer_release(struct writer *w, pthread_t *threads, int nthreads)
 	for (size_t i = 0; i < w->n_ahead; i++)
 		bk_kdf_job_free(w->ahead[i].job);
 	bk_scrypt_ctx_free(w->ctx);
+	bk_aout_free(w->aout);
 	free(w->ub);
 	free(w->lim);
 	pthread_mutex_destroy(&w->lock);
@@ -609,7 +664,7 @@ static void writer_release(struct writer *w, pthread_t *threads, int nthreads)
 int bk_writer_run(int fd, const struct bk_wfile *files, size_t n, const struct bk_writer_opts *o,
 		  struct bk_writer_stats *stats, struct qp_err *err)
 {
-	struct writer w = { .o = o, .files = files, .n = n, .fd = fd, .stats = stats };
+	struct writer w = { .o = o, .files = files, .n = n, .stats = stats };
 	pthread_t threads[65];
 	int nthreads = 0, r;
 
@@ -624,11 +679,21 @@ int bk_writer_run(int fd, const struct bk_wfile *files, size_t n, const struct b
 	pthread_cond_init(&w.cond_work, NULL);
 	pthread_cond_init(&w.cond_done, NULL);
 	pthread_cond_init(&w.cond_free, NULL);
-	bk_out_init_fd(&w.out, fd);
-	r = plan(&w, err);
+	r = bk_aout_start(fd, "the archive", &w.aout, err);
+	w.out = (struct bk_out){ .write = bk_aout_write, .ctx = w.aout, .fd = -1 };
+	if (r == 0)
+		r = plan(&w, err);
 	/* The first keys (header, qubes.xml) start before anything else. */
 	if (r == 0)
 		r = kdf_fill(&w, err);
+	if (r == 0 && !(w.maps = calloc(n ? n : 1, sizeof(*w.maps))))
+		r = qp_err_set(err, -ENOMEM, "out of memory");
+	if (r == 0) {
+		r = -pthread_create(&w.scanner, NULL, scanner_main, &w);
+		if (r < 0)
+			qp_err_set(err, r, "cannot start a thread: %s", strerror(-r));
+		w.scanning = r == 0;
+	}
 	for (int i = 0; r == 0 && i < o->workers + 1; i++) {
 		r = -pthread_create(&threads[nthreads], NULL, i ? worker_main : producer_main, &w);
 		if (r < 0)
@@ -640,6 +705,8 @@ int bk_writer_run(int fd, const struct bk_wfile *files, size_t n, const struct b
 		r = write_header(&w, err);
 	if (r == 0)
 		r = consume(&w, err);
+	if (r == 0 && w.aout)
+		r = bk_aout_finish(w.aout, err);
 	if (r == -ECANCELED || (r == 0 && w.ret < 0)) {
 		pthread_mutex_lock(&w.lock);
 		r = w.ret ? w.ret : r;

@@ -7,6 +7,7 @@
  * `qpool restore`.
  */
 #include "cli.h"
+#include "backup/bk_kdfmem.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,6 +123,8 @@ int main(int argc, char **argv)
 	char prog[64];
 	int i = 1;
 
+	/* Before OpenSSL allocates: scrypt's 1 GiB blocks kept for reuse. */
+	(void)bk_kdfmem_install();
 	base = strrchr(argv[0], '/');
 	base = base ? base + 1 : argv[0];
 	t = top_find(base, true);

@@ -239,6 +239,29 @@ TEST(passphrases)
 	CHECK(p == NULL);
 }
 
+TEST(peek_id)
+{
+	static const char ok[] = "version=4\nencrypted=True\nbackup-id=20230405T123455-1234\n";
+	static const char twice[] = "backup-id=a1\nbackup-id=b2\n";
+	static const char bad[] = "version=4\nbackup-id=../x\n";
+	static const char dash[] = "backup-id=-x\n";
+	static const char none[] = "version=4\nbackup-idx=a\n";
+	char id[32];
+
+	CHECK(bk_header_peek_id(ok, strlen(ok), id, sizeof(id)));
+	CHECK_EQ_STR(id, "20230405T123455-1234");
+	/* No newline at the end: the last line counts all the same. */
+	CHECK(bk_header_peek_id(ok, strlen(ok) - 1, id, sizeof(id)));
+	CHECK_EQ_STR(id, "20230405T123455-1234");
+	CHECK(!bk_header_peek_id(twice, strlen(twice), id, sizeof(id)));
+	CHECK(!bk_header_peek_id(bad, strlen(bad), id, sizeof(id)));
+	CHECK(!bk_header_peek_id(dash, strlen(dash), id, sizeof(id)));
+	CHECK(!bk_header_peek_id(none, strlen(none), id, sizeof(id)));
+	/* An id that does not fit is no id. */
+	CHECK(!bk_header_peek_id(ok, strlen(ok), id, 20));
+	CHECK(bk_header_peek_id(ok, strlen(ok), id, 21));
+}
+
 int main(void)
 {
 	RUN(parses_example);
@@ -249,5 +272,6 @@ int main(void)
 	RUN(nul_and_size_limits);
 	RUN(backup_id);
 	RUN(passphrases);
+	RUN(peek_id);
 	return harness_done();
 }
