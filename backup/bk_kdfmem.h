@@ -8,6 +8,7 @@
  * least BK_KDFMEM_BIG bytes from mappings that
  *   - are kept for the next derivation (up to BK_KDFMEM_KEEP of them) instead
  *     of being unmapped: OpenSSL has cleared them before it frees them;
+ *   - are asked to be backed by huge pages (fewer, cheaper faults);
  *   - are left out of core dumps.
  * Smaller requests go to malloc, realloc and free unchanged.
  */
