@@ -81,6 +81,44 @@ static int decrypt_body(struct bk_tar_reader *r, struct bk_scrypt_ctx *ctx, uint
 	return ret;
 }
 
+/* Reads the scrypt header of the current member of @r and starts reading
+ * it: *@key and *@ctx are the caller's. */
+static int member_open(struct bk_tar_reader *r, uint64_t size, const char *backup_id,
+		       const char *name, const void *pass, size_t passlen,
+		       const struct bk_scrypt_limits *limits, struct bk_prefetch *pf,
+		       uint8_t hdr[BK_SCRYPT_HDR_LEN], struct bk_scrypt_key **key,
+		       struct bk_scrypt_ctx **ctx, struct qp_err *err)
+{
+	char *fpass = NULL, rel[BK_TAR_NAME_MAX];
+	size_t flen = 0, nlen = strlen(name);
+	int ret;
+
+	*key = NULL;
+	*ctx = NULL;
+	if (size < BK_SCRYPT_OVERHEAD)
+		return qp_err_set(err, -EBADMSG, "member '%s' is too short for a scrypt container",
+				  name);
+	if (nlen < 5 || nlen >= sizeof(rel) || strcmp(name + nlen - 4, ".enc"))
+		return qp_err_set(err, -EBADMSG, "member '%s' is not an .enc member", name);
+	memcpy(rel, name, nlen - 4);
+	rel[nlen - 4] = '\0';
+	ret = read_exact(r, hdr, BK_SCRYPT_HDR_LEN, name, err);
+	if (ret == 0)
+		*key = bk_prefetch_take(pf, name, hdr);
+	if (ret == 0 && !*key)
+		ret = bk_header_pass_for_file(backup_id, rel, pass, passlen, &fpass, &flen, err);
+	if (ret == 0 && !*key)
+		ret = bk_scrypt_dec_header(hdr, fpass, flen, limits, key, err);
+	bk_secure_free(fpass);
+	if (ret == -EKEYREJECTED)
+		qp_err_set(err, ret,
+			   "member '%s' does not belong to this backup at this place (renamed, swapped or from another backup)",
+			   name);
+	if (ret == 0)
+		ret = bk_scrypt_dec_init(*key, hdr, ctx, err);
+	return ret;
+}
+
 int bk_member_decrypt(struct bk_tar_reader *r, uint64_t size, const char *backup_id,
 		      const char *name, const void *pass, size_t passlen,
 		      const struct bk_scrypt_limits *limits, struct bk_prefetch *pf,
@@ -89,32 +127,11 @@ int bk_member_decrypt(struct bk_tar_reader *r, uint64_t size, const char *backup
 	uint8_t hdr[BK_SCRYPT_HDR_LEN];
 	struct bk_scrypt_key *key = NULL;
 	struct bk_scrypt_ctx *ctx = NULL;
-	char *fpass = NULL, rel[BK_TAR_NAME_MAX];
-	size_t flen = 0, nlen = strlen(name);
 	int out = -1, ret;
 
 	*fd = -1;
-	if (size < BK_SCRYPT_OVERHEAD)
-		return qp_err_set(err, -EBADMSG, "member '%s' is too short for a scrypt container",
-				  name);
-	if (nlen < 5 || nlen >= sizeof(rel) || strcmp(name + nlen - 4, ".enc"))
-		return qp_err_set(err, -EBADMSG, "member '%s' is not an .enc member", name);
-	memcpy(rel, name, nlen - 4);
-	rel[nlen - 4] = '\0';
-	ret = read_exact(r, hdr, sizeof(hdr), name, err);
-	if (ret == 0)
-		key = bk_prefetch_take(pf, name, hdr);
-	if (ret == 0 && !key)
-		ret = bk_header_pass_for_file(backup_id, rel, pass, passlen, &fpass, &flen, err);
-	if (ret == 0 && !key)
-		ret = bk_scrypt_dec_header(hdr, fpass, flen, limits, &key, err);
-	bk_secure_free(fpass);
-	if (ret == -EKEYREJECTED)
-		qp_err_set(err, ret,
-			   "member '%s' does not belong to this backup at this place (renamed, swapped or from another backup)",
-			   name);
-	if (ret == 0)
-		ret = bk_scrypt_dec_init(key, hdr, &ctx, err);
+	ret = member_open(r, size, backup_id, name, pass, passlen, limits, pf, hdr, &key, &ctx,
+			  err);
 	if (ret < 0)
 		goto out;
 	out = open(tmpdir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
@@ -138,16 +155,112 @@ out:
 	return ret;
 }
 
+int bk_member_verify(struct bk_tar_reader *r, uint64_t size, const char *backup_id,
+		     const char *name, const void *pass, size_t passlen,
+		     const struct bk_scrypt_limits *limits, struct bk_prefetch *pf,
+		     struct bk_scrypt_ctx **dec, struct qp_err *err)
+{
+	uint8_t hdr[BK_SCRYPT_HDR_LEN], mac[BK_SCRYPT_MAC_LEN], *buf = NULL;
+	struct bk_scrypt_key *key = NULL;
+	struct bk_scrypt_ctx *ctx = NULL;
+	uint64_t left = size - BK_SCRYPT_OVERHEAD;
+	int ret;
+
+	*dec = NULL;
+	ret = member_open(r, size, backup_id, name, pass, passlen, limits, pf, hdr, &key, &ctx,
+			  err);
+	if (ret == 0 && !(buf = malloc(IO)))
+		ret = qp_err_set(err, -ENOMEM, "out of memory");
+	while (ret == 0 && left > 0) {
+		size_t n = left < IO ? (size_t)left : IO;
+
+		ret = read_exact(r, buf, n, name, err);
+		if (ret == 0)
+			ret = bk_scrypt_dec_mac(ctx, buf, n, err);
+		left -= n;
+	}
+	if (ret == 0)
+		ret = read_exact(r, mac, sizeof(mac), name, err);
+	if (ret == 0)
+		ret = bk_scrypt_dec_final(ctx, mac, err);
+	/* A context of its own for the second reading. */
+	if (ret == 0)
+		ret = bk_scrypt_dec_init(key, hdr, dec, err);
+	if (ret < 0 && ret != -EKEYREJECTED)
+		qp_err_prefix(err, "cannot decrypt '%s'", name);
+	free(buf);
+	bk_scrypt_ctx_free(ctx);
+	bk_scrypt_key_free(key);
+	return ret;
+}
+
 /* ---- extraction thread ------------------------------------------------------------ */
+
+/* A verified chunk: plaintext in the temporary file @fd, or ciphertext in
+ * @len bytes at @off of the archive @src, decrypted with @ctx as it is
+ * read.  @src holds a read lease: no one opened the archive for writing
+ * since its chunk was verified while the lease is still there. */
+struct chunk {
+	int fd;
+	int src;
+	uint64_t off, len;
+	struct bk_scrypt_ctx *ctx;
+};
+
+#define NO_CHUNK ((struct chunk){ .fd = -1, .src = -1 })
+
+static void chunk_release(struct chunk *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	bk_scrypt_ctx_free(c->ctx);
+	*c = NO_CHUNK;
+}
+
+/* Reads the next bytes of chunk @c: the count, 0 at its end. */
+static ssize_t chunk_read(struct chunk *c, void *buf, size_t len, struct qp_err *err)
+{
+	ssize_t n;
+
+	if (c->fd >= 0) {
+		do
+			n = read(c->fd, buf, len);
+		while (n < 0 && errno == EINTR);
+		if (n < 0)
+			return qp_err_set(err, -errno, "cannot read a temporary file: %s",
+					  strerror(errno));
+		return n;
+	}
+	if (c->len == 0) {
+		/* Every byte came from the archive while the lease held. */
+		if (fcntl(c->src, F_GETLEASE) != F_RDLCK)
+			return qp_err_set(err, -EBUSY,
+					  "the archive was opened for writing during the restore");
+		return 0;
+	}
+	do
+		n = pread(c->src, buf, len < c->len ? len : (size_t)c->len, (off_t)c->off);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return qp_err_set(err, n < 0 ? -errno : -EIO, "cannot read the archive: %s",
+				  n < 0 ? strerror(errno) : "it shrank");
+	if (bk_scrypt_dec_ctr(c->ctx, buf, (size_t)n, buf, err) < 0)
+		return -EIO;
+	c->off += (uint64_t)n;
+	c->len -= (uint64_t)n;
+	return n;
+}
+
+/* ---- the thread -------------------------------------------------------------------- */
 
 struct bk_rstream {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	int queue[QUEUE];
+	struct chunk queue[QUEUE];
 	size_t head, count;
 	bool eof, stop, done;
-	int cur; /* chunk being read by the thread */
+	struct chunk cur; /* being read by the thread */
 	/* thread's setup */
 	enum bk_filter f;
 	char prog[32];	/* filter name, for BK_FILTER_EXTERNAL */
@@ -169,18 +282,12 @@ static ssize_t chunks_read(void *ctx, void *buf, size_t len, struct qp_err *err)
 	struct bk_rstream *rs = ctx;
 
 	for (;;) {
-		if (rs->cur >= 0) {
-			ssize_t n = read(rs->cur, buf, len);
+		if (rs->cur.fd >= 0 || rs->cur.ctx) {
+			ssize_t n = chunk_read(&rs->cur, buf, len, err);
 
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0)
-				return qp_err_set(err, -errno, "cannot read a temporary file: %s",
-						  strerror(errno));
-			if (n > 0)
+			if (n != 0)
 				return n;
-			close(rs->cur);
-			rs->cur = -1;
+			chunk_release(&rs->cur);
 		}
 		pthread_mutex_lock(&rs->lock);
 		while (!rs->count && !rs->eof && !rs->stop)
@@ -477,7 +584,7 @@ int bk_rstream_start(enum bk_filter f, const char *prog, uint64_t limit, const c
 	rs = calloc(1, sizeof(*rs));
 	if (!rs)
 		return qp_err_set(err, -ENOMEM, "out of memory");
-	rs->cur = -1;
+	rs->cur = NO_CHUNK;
 	rs->f = f;
 	if (f == BK_FILTER_EXTERNAL && (!prog || strlen(prog) >= sizeof(rs->prog))) {
 		free(rs);
@@ -502,7 +609,7 @@ int bk_rstream_start(enum bk_filter f, const char *prog, uint64_t limit, const c
 	return 0;
 }
 
-int bk_rstream_push(struct bk_rstream *rs, int fd, struct qp_err *err)
+static int push(struct bk_rstream *rs, struct chunk c, struct qp_err *err)
 {
 	pthread_mutex_lock(&rs->lock);
 	while (rs->count == QUEUE && !rs->done)
@@ -516,26 +623,41 @@ int bk_rstream_push(struct bk_rstream *rs, int fd, struct qp_err *err)
 			qp_err_set(err, ret, "cannot restore '%s': data after the end of its archive",
 				   rs->name);
 		pthread_mutex_unlock(&rs->lock);
-		close(fd);
+		chunk_release(&c);
 		return ret;
 	}
-	rs->queue[(rs->head + rs->count) % QUEUE] = fd;
+	rs->queue[(rs->head + rs->count) % QUEUE] = c;
 	rs->count++;
 	pthread_cond_broadcast(&rs->cond);
 	pthread_mutex_unlock(&rs->lock);
 	return 0;
 }
 
+int bk_rstream_push(struct bk_rstream *rs, int fd, struct qp_err *err)
+{
+	struct chunk c = NO_CHUNK;
+
+	c.fd = fd;
+	return push(rs, c, err);
+}
+
+int bk_rstream_push_range(struct bk_rstream *rs, int src, uint64_t off, uint64_t len,
+			  struct bk_scrypt_ctx *ctx, struct qp_err *err)
+{
+	struct chunk c = { .fd = -1, .src = src, .off = off, .len = len, .ctx = ctx };
+
+	return push(rs, c, err);
+}
+
 static void rstream_free(struct bk_rstream *rs)
 {
 	pthread_join(rs->thread, NULL);
 	while (rs->count) {
-		close(rs->queue[rs->head]);
+		chunk_release(&rs->queue[rs->head]);
 		rs->head = (rs->head + 1) % QUEUE;
 		rs->count--;
 	}
-	if (rs->cur >= 0)
-		close(rs->cur);
+	chunk_release(&rs->cur);
 	pthread_mutex_destroy(&rs->lock);
 	pthread_cond_destroy(&rs->cond);
 	free(rs->data);

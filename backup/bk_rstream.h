@@ -31,6 +31,15 @@ int bk_member_decrypt(struct bk_tar_reader *r, uint64_t size, const char *backup
 		      const struct bk_scrypt_limits *limits, struct bk_prefetch *pf,
 		      const char *tmpdir, int *fd, struct qp_err *err);
 
+/* The same, reading the archive twice instead of through a temporary file:
+ * the member's data is read and its MAC checked, and *@dec is a context to
+ * decrypt it (bk_rstream_push_range) on a second reading, from the archive
+ * whose read lease the caller holds. */
+int bk_member_verify(struct bk_tar_reader *r, uint64_t size, const char *backup_id,
+		     const char *name, const void *pass, size_t passlen,
+		     const struct bk_scrypt_limits *limits, struct bk_prefetch *pf,
+		     struct bk_scrypt_ctx **dec, struct qp_err *err);
+
 /* Where an extracted entry goes: called on the extraction thread once the
  * entry's header is read; returns the descriptor to bk_tar_extract into
  * (kept open by the callee), or a negative errno.  With *@sync set, the
@@ -52,6 +61,12 @@ int bk_rstream_start(enum bk_filter f, const char *prog, uint64_t limit, const c
 /* Hands over the next verified chunk (@fd is then owned by the stream).
  * Waits while two chunks are queued.  Fails when the thread failed. */
 int bk_rstream_push(struct bk_rstream *rs, int fd, struct qp_err *err);
+/* Hands over a verified chunk to be read from @src (an archive with a read
+ * lease, borrowed), @len bytes of ciphertext at @off, decrypted with @ctx
+ * (then owned by the stream).  The stream fails when the lease is gone
+ * once it read them. */
+int bk_rstream_push_range(struct bk_rstream *rs, int src, uint64_t off, uint64_t len,
+			  struct bk_scrypt_ctx *ctx, struct qp_err *err);
 /* Ends the input, waits for the thread and frees the stream: 0 when the
  * file was complete and clean.  For in-memory entries *@data (malloc'd,
  * NUL-terminated) and *@len get the content; pass NULL otherwise. */

@@ -415,6 +415,35 @@ int bk_scrypt_dec_update(struct bk_scrypt_ctx *ctx, const void *in, size_t n, vo
 	return bk_ctx_update(ctx, true, in, n, out, err);
 }
 
+int bk_scrypt_dec_mac(struct bk_scrypt_ctx *ctx, const void *in, size_t n, struct qp_err *err)
+{
+	if (!ctx->decrypt || ctx->done)
+		return qp_err_set(err, -EINVAL, "scrypt context used out of order");
+	if (n && EVP_MAC_update(ctx->mac, in, n) != 1)
+		return qp_err_set(err, -EIO, "hmac-sha256 failed in openssl");
+	return 0;
+}
+
+int bk_scrypt_dec_ctr(struct bk_scrypt_ctx *ctx, const void *in, size_t n, void *out,
+		      struct qp_err *err)
+{
+	const uint8_t *i = in;
+	uint8_t *o = out;
+
+	if (!ctx->decrypt || ctx->done)
+		return qp_err_set(err, -EINVAL, "scrypt context used out of order");
+	while (n) {
+		int step = n > BK_STEP ? BK_STEP : (int)n, len = 0;
+
+		if (EVP_CipherUpdate(ctx->aes, o, &len, i, step) != 1 || len != step)
+			return qp_err_set(err, -EIO, "aes-256-ctr failed in openssl");
+		i += step;
+		o += step;
+		n -= (size_t)step;
+	}
+	return 0;
+}
+
 static int bk_ctx_final(struct bk_scrypt_ctx *ctx, bool decrypt, uint8_t mac[BK_SCRYPT_MAC_LEN],
 			struct qp_err *err)
 {

@@ -149,6 +149,14 @@ int bk_scrypt_dec_init(const struct bk_scrypt_key *key, const uint8_t hdr[BK_SCR
  * is unauthenticated until bk_scrypt_dec_final() succeeds. */
 int bk_scrypt_dec_update(struct bk_scrypt_ctx *ctx, const void *in, size_t n, void *out,
 			 struct qp_err *err);
+/* The two halves of bk_scrypt_dec_update, for reading a container twice:
+ * bk_scrypt_dec_mac feeds ciphertext to the MAC only (then
+ * bk_scrypt_dec_final checks it); bk_scrypt_dec_ctr decrypts without the
+ * MAC, on a context of its own, ciphertext whose MAC another context
+ * checked. */
+int bk_scrypt_dec_mac(struct bk_scrypt_ctx *ctx, const void *in, size_t n, struct qp_err *err);
+int bk_scrypt_dec_ctr(struct bk_scrypt_ctx *ctx, const void *in, size_t n, void *out,
+		      struct qp_err *err);
 /* Checks the trailer @mac (the file's last 32 bytes) in constant time:
  * -EBADMSG "authentication failed" when the data or the trailer changed. */
 int bk_scrypt_dec_final(struct bk_scrypt_ctx *ctx, const uint8_t mac[BK_SCRYPT_MAC_LEN],

@@ -423,6 +423,59 @@ t_chunks_stretch() {
 }
 
 # bzip2 and xz: run as programs, both ways.
+# While someone holds the archive open for writing, restore takes no read
+# lease and decrypts every chunk into a temporary file instead of reading
+# the archive twice: the same volumes, the same refusals.
+t_temporary_files() {
+	exec 3>>"$ARCH"
+	dst=$TEST_TMP/tmpf
+	assert_ok env QPOOL_ROOT="$dst" "$QPOOL" restore --passphrase-file "$D/pass" "$ARCH"
+	check_restored "$dst" ""
+	bad=$TEST_TMP/tmpf-bad
+	cp "$ARCH" "$bad"
+	exec 4>>"$bad"
+	off=$(grep -abo 'vm1/private.img.000.enc' "$bad" | head -n 1 | cut -d: -f1)
+	flip "$bad" $((off + 512 + 300))
+	dst=$TEST_TMP/tmpf2
+	assert_stderr_matches "authentication failed" env QPOOL_ROOT="$dst" "$QPOOL" restore \
+		--passphrase-file "$D/pass" "$bad"
+	assert_nothing_restored "$dst"
+	exec 3>&- 4>&-
+}
+
+# Opening the archive for writing while it is restored breaks the lease:
+# the restore stops and commits nothing.
+t_lease_broken() {
+	src=$TEST_TMP/lsrc
+	big=$TEST_TMP/big.img
+	head -c 40M /dev/urandom >"$big"
+	QPOOL_ROOT=$src qp vm create --class StandaloneVM --label red big >/dev/null &&
+		QPOOL_ROOT=$src qp volume import big:root "$big" >/dev/null || return 1
+	# 40 chunks, a key derivation each (64 MiB of scrypt): a few seconds.
+	QPOOL_ROOT=$src qp backup --passphrase-file "$D/pass" --kdf-log-n 16 --chunk-size 1MiB \
+		"$TEST_TMP/big.bak" >/dev/null || return 1
+	dst=$TEST_TMP/lease
+	QPOOL_ROOT=$dst "$QPOOL" restore --passphrase-file "$D/pass" "$TEST_TMP/big.bak" \
+		>/dev/null 2>"$TEST_TMP/lease.err" &
+	pid=$!
+	sleep 1
+	# A writer that does not wait: its open fails, the lease breaks.
+	python3 -c 'import os, sys
+try:
+    os.open(sys.argv[1], os.O_WRONLY | os.O_NONBLOCK)
+except BlockingIOError:
+    pass' "$TEST_TMP/big.bak"
+	wait "$pid"
+	assert_eq "$?" 1 "exit status of a restore whose lease broke"
+	assert_match "opened for writing during the restore" "$(cat "$TEST_TMP/lease.err")"
+	assert_eq "$(wc -l <"$TEST_TMP/lease.err")" 1 "lines of error"
+	if [ -f "$dst/qubes.xml" ]; then
+		grep -q 'name="name">big<' "$dst/qubes.xml" && _qp_failed "VM 'big' was created"
+	fi
+	[ -z "$(find "$dst" -name '*.img' -size +0 2>/dev/null | head -n 1)" ] ||
+		_qp_failed "images left behind"
+}
+
 t_external_filters() {
 	for z in bzip2 xz; do
 		QPOOL_ROOT=$SRC backup -Z "$z" --exclude sa "$TEST_TMP/arch-$z" >/dev/null ||
@@ -507,6 +560,8 @@ qp_test truncated_archive t_truncated_archive
 qp_test swapped_and_moved_chunks t_swapped_and_moved_chunks
 qp_test default_kdf t_default_kdf
 qp_test chunks_stretch t_chunks_stretch
+qp_test temporary_files t_temporary_files
+qp_test lease_broken t_lease_broken
 qp_test external_filters t_external_filters
 qp_test cli_errors t_cli_errors
 qp_done
