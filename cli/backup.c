@@ -400,9 +400,11 @@ int cli_backup_main(const struct cli_ctx *ctx, int argc, char **argv)
 	secs = elapsed(&prog);
 	if (prog.shown)
 		fputc('\n', stderr);
-	printf("backed up %u VM%s (%.1f MiB of volumes) to '%s': %.1f MiB, %u chunks, %.1f s, %.1f MB/s\n",
-	       res.n_vms, res.n_vms == 1 ? "" : "s", res.total / 1048576.0, res.path,
-	       res.out_bytes / 1048576.0, res.chunks, secs, secs > 0 ? res.total / secs / 1e6 : 0);
+	/* The rate counts what was read (the data, not the holes). */
+	printf("backed up %u VM%s (%.1f MiB of volumes, %.1f MiB of data) to '%s': %.1f MiB, %u chunks, %.1f s, %.1f MB/s\n",
+	       res.n_vms, res.n_vms == 1 ? "" : "s", res.total / 1048576.0,
+	       res.in_bytes / 1048576.0, res.path, res.out_bytes / 1048576.0, res.chunks, secs,
+	       secs > 0 ? res.in_bytes / secs / 1e6 : 0);
 	ret = CLI_OK;
 out:
 	bk_backup_result_release(&res);
@@ -503,10 +505,11 @@ int cli_restore_main(const struct cli_ctx *ctx, int argc, char **argv)
 	secs = elapsed(&prog);
 	if (prog.shown)
 		fputc('\n', stderr);
-	printf("%s %u VM%s (%.1f MiB of volumes) from '%s': %u chunks, %.1f s, %.1f MB/s\n",
+	/* The rate counts what was read (the archive, not the holes). */
+	printf("%s %u VM%s (%.1f MiB of volumes) from '%s': %.1f MiB, %u chunks, %.1f s, %.1f MB/s\n",
 	       o.verify_only ? "verified" : "restored", res.n_vms, res.n_vms == 1 ? "" : "s",
-	       res.vol_bytes / 1048576.0, o.path, res.chunks, secs,
-	       secs > 0 ? res.vol_bytes / secs / 1e6 : 0);
+	       res.vol_bytes / 1048576.0, o.path, res.archive_bytes / 1048576.0, res.chunks, secs,
+	       secs > 0 ? res.archive_bytes / secs / 1e6 : 0);
 	ret = res.missing ? CLI_FAIL : CLI_OK;
 out:
 	bk_secure_free(pass);
