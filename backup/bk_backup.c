@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "bk_header.h"
+#include "bk_job.h"
 #include "bk_writer.h"
 
 /* One volume image going into the backup. */
@@ -317,8 +318,9 @@ static int write_archive(int fd, const struct plan *p, const struct bk_backup_op
 	wo.workers = o->workers > 0 ? o->workers : ncpu > 0 ? (int)ncpu : 1;
 	if (wo.workers > 64)
 		wo.workers = 64;
-	/* Derivations need 1 GiB each by default: two at a time. */
-	wo.kdf_ahead = 2;
+	/* Derivations need 1 GiB each by default: two at a time, fewer
+	 * where memory is short. */
+	wo.kdf_ahead = (int)bk_kdf_parallel(bk_scrypt_params_memory(&wo.kdf), 2);
 	wo.mtime = now;
 	if (o->progress) {
 		wo.progress = forward_progress;

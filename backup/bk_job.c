@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <inttypes.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,4 +97,33 @@ void bk_kdf_job_free(struct bk_kdf_job *j)
 	kdf_join(j);
 	bk_scrypt_key_free(j->key);
 	free(j);
+}
+
+unsigned bk_kdf_parallel_for(uint64_t avail, uint64_t each, unsigned want)
+{
+	uint64_t n;
+
+	if (want < 1)
+		want = 1;
+	if (each == 0)
+		return want;
+	n = avail > BK_KDF_RESERVE ? (avail - BK_KDF_RESERVE) / each : 0;
+	return n < 1 ? 1 : n < want ? (unsigned)n : want;
+}
+
+unsigned bk_kdf_parallel(uint64_t each, unsigned want)
+{
+	FILE *f = fopen("/proc/meminfo", "re");
+	char line[128];
+	uint64_t kb = 0;
+	bool found = false;
+
+	if (!f)
+		return want < 1 ? 1 : want;
+	while (!found && fgets(line, sizeof(line), f))
+		found = sscanf(line, "MemAvailable: %" SCNu64 " kB", &kb) == 1;
+	fclose(f);
+	if (!found)
+		return want < 1 ? 1 : want;
+	return bk_kdf_parallel_for(kb * 1024, each, want);
 }

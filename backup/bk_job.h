@@ -32,4 +32,12 @@ int bk_kdf_job_wait(struct bk_kdf_job *job, struct bk_scrypt_key **key, struct q
  * NULL is a no-op. */
 void bk_kdf_job_free(struct bk_kdf_job *job);
 
+/* How many derivations of @each bytes of memory may run at once, at most
+ * @want and at least 1: what MemAvailable (/proc/meminfo) holds after
+ * BK_KDF_RESERVE bytes are left to everything else.  @want when it cannot
+ * be read.  bk_kdf_parallel_for() is the rule, for @avail bytes. */
+#define BK_KDF_RESERVE ((uint64_t)512 << 20)
+unsigned bk_kdf_parallel(uint64_t each, unsigned want);
+unsigned bk_kdf_parallel_for(uint64_t avail, uint64_t each, unsigned want);
+
 #endif

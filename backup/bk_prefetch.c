@@ -1,5 +1,6 @@
 /* Key prefetch for restores (see bk_prefetch.h). */
 #include "bk_prefetch.h"
+#include "bk_job.h"
 
 #include "bk_compress.h"
 #include "bk_header.h"
@@ -181,9 +182,10 @@ void bk_prefetch_start(const char *path, const char *backup_id, const void *pass
 		       size_t passlen, const struct bk_scrypt_limits *limits,
 		       struct bk_prefetch **out)
 {
+	struct bk_scrypt_params def = bk_scrypt_params_default();
 	struct bk_prefetch *pf;
 	struct stat st;
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN), fit;
 
 	*out = NULL;
 	pf = calloc(1, sizeof(*pf));
@@ -210,7 +212,10 @@ void bk_prefetch_start(const char *path, const char *backup_id, const void *pass
 		free(pf);
 		return;
 	}
-	for (long i = 0; i < PF_WORKERS && (i == 0 || i < ncpu); i++) {
+	/* The reader derives too (the header's key, keys not prefetched):
+	 * workers for what memory holds beyond one derivation. */
+	fit = (long)bk_kdf_parallel(bk_scrypt_params_memory(&def), PF_WORKERS + 1) - 1;
+	for (long i = 0; i < PF_WORKERS && i < fit && (i == 0 || i < ncpu); i++) {
 		if (pthread_create(&pf->workers[pf->n_workers], NULL, work_main, pf))
 			break;
 		pf->n_workers++;

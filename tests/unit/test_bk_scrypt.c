@@ -1,6 +1,7 @@
 /* Unit tests for backup/bk_scrypt.c and backup/bk_secure.c: known answers
  * from the scrypt tool, round trips, wrong passphrases, corrupted and
  * truncated containers, resource limits. */
+#include "backup/bk_job.h"
 #include "backup/bk_scrypt.h"
 #include "backup/bk_secure.h"
 
@@ -394,9 +395,26 @@ TEST(context_misuse)
 	bk_scrypt_key_free(other);
 }
 
+/* Parallel derivations fit in the memory that is available. */
+TEST(kdf_parallel)
+{
+	const uint64_t gib = (uint64_t)1 << 30;
+
+	CHECK_EQ_INT(bk_kdf_parallel_for(24 * gib, gib, 2), 2);
+	CHECK_EQ_INT(bk_kdf_parallel_for(2 * gib + BK_KDF_RESERVE, gib, 3), 2);
+	CHECK_EQ_INT(bk_kdf_parallel_for(2 * gib + BK_KDF_RESERVE - 1, gib, 3), 1);
+	/* Never none: one derivation runs whatever memory says. */
+	CHECK_EQ_INT(bk_kdf_parallel_for(100 << 20, gib, 2), 1);
+	CHECK_EQ_INT(bk_kdf_parallel_for(0, gib, 2), 1);
+	CHECK_EQ_INT(bk_kdf_parallel_for(24 * gib, gib, 0), 1);
+	/* This machine: at least one, at most what was asked. */
+	CHECK(bk_kdf_parallel(gib, 4) >= 1 && bk_kdf_parallel(gib, 4) <= 4);
+}
+
 int main(void)
 {
 	RUN(secure_alloc);
+	RUN(kdf_parallel);
 	RUN(default_params_and_limits);
 	RUN(kat_decrypts);
 	RUN(kat_encrypts_identically);
