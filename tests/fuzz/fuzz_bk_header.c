@@ -2,10 +2,13 @@
  *
  * Any input must parse or fail cleanly; whatever parses must write back
  * (bk_header_format) to text that parses to the same values, and its
- * backup id must make valid per-file passphrases. */
+ * backup id must make valid per-file passphrases.  The backup-id peek that
+ * restore runs before the header is checked reads the same input: it must
+ * stay in bounds, and when the header parses, find its id or none. */
 #include "backup/bk_header.h"
 #include "backup/bk_secure.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct bk_header *h = NULL, *back = NULL;
 	char *text = NULL, *pass = NULL;
 	size_t len = 0;
+	char id[128];
+	bool peeked = bk_header_peek_id((const char *)data, size, id, sizeof(id));
 
 	if (bk_header_parse((const char *)data, size, &h, &err) < 0) {
 		if (h || !err.msg[0] || err.code >= 0)
@@ -28,6 +33,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	if (h->version != 4 || !h->encrypted || !h->backup_id || h->backup_id[0] == '-')
+		abort();
+	/* What the peek found is the id; it may find none (blanks around the
+	 * line, an id too long for @id), never another one. */
+	if (peeked && strcmp(id, h->backup_id))
 		abort();
 	if (h->compressed && !bk_header_filter_valid(h->compression_filter))
 		abort();
