@@ -278,11 +278,14 @@ static void *scanner_main(void *arg)
 /* Waits for the sparse map of file @i. */
 static int wait_map(struct writer *w, size_t i, struct qp_err *err)
 {
+	bool ready;
+
 	pthread_mutex_lock(&w->lock);
 	while (!w->stop && w->scanned <= i)
 		pthread_cond_wait(&w->cond_free, &w->lock);
+	ready = w->scanned > i;
 	pthread_mutex_unlock(&w->lock);
-	return w->scanned > i ? 0 : qp_err_set(err, -ECANCELED, "backup cancelled");
+	return ready ? 0 : qp_err_set(err, -ECANCELED, "backup cancelled");
 }
 
 static void *producer_main(void *arg)
