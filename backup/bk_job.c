@@ -118,12 +118,10 @@ unsigned bk_kdf_parallel(uint64_t each, unsigned want)
 	uint64_t kb = 0;
 	bool found = false;
 
-	if (!f)
-		return want < 1 ? 1 : want;
-	while (!found && fgets(line, sizeof(line), f))
+	while (f && !found && fgets(line, sizeof(line), f))
 		found = sscanf(line, "MemAvailable: %" SCNu64 " kB", &kb) == 1;
-	fclose(f);
-	if (!found)
-		return want < 1 ? 1 : want;
-	return bk_kdf_parallel_for(kb * 1024, each, want);
+	if (f)
+		fclose(f);
+	/* Unknown: as if memory were no bound. */
+	return bk_kdf_parallel_for(found ? kb * 1024 : UINT64_MAX, each, want);
 }

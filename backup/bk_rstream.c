@@ -55,6 +55,8 @@ static int read_exact(struct bk_tar_reader *r, void *buf, size_t len, const char
 	return 0;
 }
 
+/* Reads the member's data and trailer and checks its MAC: decrypted into
+ * @fd, or with @fd < 0 only MACed (for a second reading from the archive). */
 static int decrypt_body(struct bk_tar_reader *r, struct bk_scrypt_ctx *ctx, uint64_t left,
 			int fd, const char *name, struct qp_err *err)
 {
@@ -67,9 +69,11 @@ static int decrypt_body(struct bk_tar_reader *r, struct bk_scrypt_ctx *ctx, uint
 		size_t n = left < IO ? (size_t)left : IO;
 
 		ret = read_exact(r, buf, n, name, err);
-		if (ret == 0)
+		if (ret == 0 && fd < 0)
+			ret = bk_scrypt_dec_mac(ctx, buf, n, err);
+		else if (ret == 0)
 			ret = bk_scrypt_dec_update(ctx, buf, n, buf, err);
-		if (ret == 0)
+		if (ret == 0 && fd >= 0)
 			ret = write_all(fd, buf, n, err);
 		left -= n;
 	}
@@ -160,35 +164,21 @@ int bk_member_verify(struct bk_tar_reader *r, uint64_t size, const char *backup_
 		     const struct bk_scrypt_limits *limits, struct bk_prefetch *pf,
 		     struct bk_scrypt_ctx **dec, struct qp_err *err)
 {
-	uint8_t hdr[BK_SCRYPT_HDR_LEN], mac[BK_SCRYPT_MAC_LEN], *buf = NULL;
+	uint8_t hdr[BK_SCRYPT_HDR_LEN];
 	struct bk_scrypt_key *key = NULL;
 	struct bk_scrypt_ctx *ctx = NULL;
-	uint64_t left = size - BK_SCRYPT_OVERHEAD;
 	int ret;
 
 	*dec = NULL;
 	ret = member_open(r, size, backup_id, name, pass, passlen, limits, pf, hdr, &key, &ctx,
 			  err);
-	if (ret == 0 && !(buf = malloc(IO)))
-		ret = qp_err_set(err, -ENOMEM, "out of memory");
-	while (ret == 0 && left > 0) {
-		size_t n = left < IO ? (size_t)left : IO;
-
-		ret = read_exact(r, buf, n, name, err);
-		if (ret == 0)
-			ret = bk_scrypt_dec_mac(ctx, buf, n, err);
-		left -= n;
-	}
 	if (ret == 0)
-		ret = read_exact(r, mac, sizeof(mac), name, err);
-	if (ret == 0)
-		ret = bk_scrypt_dec_final(ctx, mac, err);
+		ret = decrypt_body(r, ctx, size - BK_SCRYPT_OVERHEAD, -1, name, err);
 	/* A context of its own for the second reading. */
 	if (ret == 0)
 		ret = bk_scrypt_dec_init(key, hdr, dec, err);
 	if (ret < 0 && ret != -EKEYREJECTED)
 		qp_err_prefix(err, "cannot decrypt '%s'", name);
-	free(buf);
 	bk_scrypt_ctx_free(ctx);
 	bk_scrypt_key_free(key);
 	return ret;
